@@ -1,0 +1,1 @@
+"""ROS-free core: model, preprocessing, checkpoints, maps, retrieval, bags."""

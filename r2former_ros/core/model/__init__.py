@@ -1,0 +1,1 @@
+"""R2Former network: backbone, reranker, checkpoint loading."""
