@@ -1,0 +1,48 @@
+"""The parity command on the bundled copy of fixture A (reference outputs on seeded weights)."""
+
+from pathlib import Path
+import shutil
+
+import numpy as np
+import pytest
+
+from r2former_ros.core.model.checkpoint import save_official_format
+from r2former_ros.parity import build_model, load_fixture, main
+
+FIXTURE = Path(__file__).parent / 'data' / 'parity_a'
+
+
+def test_parity_seeded_weights_pass(capsys):
+    assert main(['--fixture', str(FIXTURE), '--device', 'cpu']) == 0
+    out = capsys.readouterr().out
+    assert 'token sets equal: True' in out and out.strip().endswith('PASS')
+
+
+def test_parity_through_official_checkpoint_file(tmp_path, capsys):
+    fixture, manifest, _, _ = load_fixture(FIXTURE)
+    path = tmp_path / 'CVPR23_DeitS_Rerank.pth'
+    save_official_format(build_model(fixture, manifest, None), path)
+    assert main(['--fixture', str(FIXTURE), '--checkpoint', str(path)]) == 0
+    assert capsys.readouterr().out.strip().endswith('PASS')
+
+
+def test_parity_fails_on_perturbed_reference(tmp_path, capsys):
+    bad = tmp_path / 'fixture'
+    shutil.copytree(FIXTURE, bad)
+    with np.load(bad / 'outputs.npz') as data:
+        outputs = {key: data[key] for key in data.files}
+    outputs['rerank_logits'] = outputs['rerank_logits'] + 1e-4
+    np.savez(bad / 'outputs.npz', **outputs)
+    assert main(['--fixture', str(bad)]) == 1
+    assert capsys.readouterr().out.strip().endswith('FAIL')
+
+
+def test_parity_names_missing_fixture_files(tmp_path, capsys):
+    assert main(['--fixture', str(tmp_path)]) == 2
+    assert 'lacks inputs.npz' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('name', ['inputs.npz', 'outputs.npz', 'fixture.json',
+                                  'state_dict_manifest.json'])
+def test_fixture_is_bundled(name):
+    assert (FIXTURE / name).is_file()
