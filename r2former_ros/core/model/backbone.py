@@ -16,6 +16,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
+from r2former_ros.core.model.blocks import leading_rows_of_block
 from r2former_ros.core.model.config import R2FormerConfig
 
 NUM_PREFIX_TOKENS = 2  # cls and dist
@@ -58,52 +59,13 @@ def embed_tokens(deit: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return tokens + deit.pos_embed
 
 
-def prefix_rows_of_last_block(block: nn.Module, tokens: torch.Tensor,
-                              num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """
-    Run the last block for the two prefix rows only.
-
-    Only cls and dist of the last block's output feed the global descriptor, and only their
-    attention rows feed token selection, so computing queries for two rows instead of 1202 is
-    exact, not an approximation. Keys and values still come from every token.
-
-    Args:
-        block: a timm `Block` (pre-norm attention + MLP).
-        tokens: (B, N, C) input of the block.
-        num_heads: attention heads.
-
-    Returns:
-        prefix_out: (B, 2, C) block output for cls and dist.
-        attn: (B, heads, 2, N) softmax attention of those rows over all N tokens.
-    """
-    batch, length, channels = tokens.shape
-    head_dim = channels // num_heads
-    normed = block.norm1(tokens)
-    qkv_weight = block.attn.qkv.weight  # (3C, C): rows [q; k; v]
-    qkv_bias = block.attn.qkv.bias
-    query = F.linear(normed[:, :NUM_PREFIX_TOKENS], qkv_weight[:channels], qkv_bias[:channels])
-    key_value = F.linear(normed, qkv_weight[channels:], qkv_bias[channels:])  # (B, N, 2C)
-    query = query.view(batch, NUM_PREFIX_TOKENS, num_heads, head_dim).transpose(1, 2)
-    key_value = key_value.view(batch, length, 2, num_heads, head_dim).permute(2, 0, 3, 1, 4)
-    key, value = key_value[0], key_value[1]  # (B, heads, N, hd)
-    # head_dim ** -0.5 is a power of two for head_dim 64, so scaling q first is bit-identical to
-    # scaling the logits as the reference does.
-    attn = (query * block.attn.scale) @ key.transpose(-2, -1)
-    attn = attn.softmax(dim=-1)  # (B, heads, 2, N)
-    mixed = (attn @ value).transpose(1, 2).reshape(batch, NUM_PREFIX_TOKENS, channels)
-    prefix = tokens[:, :NUM_PREFIX_TOKENS] + block.attn.proj(mixed)
-    prefix = prefix + block.mlp(block.norm2(prefix))
-    return prefix, attn
-
-
-def run_backbone(deit: nn.Module, images: torch.Tensor, num_heads: int) -> BackboneOutput:
+def run_backbone(deit: nn.Module, images: torch.Tensor) -> BackboneOutput:
     """
     Full backbone pass for R2Former.
 
     Args:
         deit: the timm module from `build_deit` (with its weights).
         images: normalised (B, 3, H, W) at the configured input size.
-        num_heads: attention heads of the backbone.
 
     Returns:
         The global descriptor, block 11's output and the selection score per patch.
@@ -111,7 +73,7 @@ def run_backbone(deit: nn.Module, images: torch.Tensor, num_heads: int) -> Backb
     tokens = embed_tokens(deit, images)
     for block in deit.blocks[:-1]:
         tokens = block(tokens)
-    prefix, attn = prefix_rows_of_last_block(deit.blocks[-1], tokens, num_heads)
+    prefix, attn = leading_rows_of_block(deit.blocks[-1], tokens, NUM_PREFIX_TOKENS)
     prefix = deit.norm(prefix)
     global_desc = (deit.head(prefix[:, 0]) + deit.head_dist(prefix[:, 1])) / 2
     global_desc = F.normalize(global_desc, p=2, dim=-1)

@@ -48,7 +48,7 @@ class R2Former(nn.Module):
         Returns:
             global_desc (B, G), local_feats (B, K, 3 + D), token_index (B, K).
         """
-        out = run_backbone(self.backbone, images, self.config.num_heads)
+        out = run_backbone(self.backbone, images)
         local_feats, token_index = select_local_tokens(
             out.last_block_input, out.selection_score, self.local_head, self.config)
         return out.global_desc, local_feats, token_index

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
+from r2former_ros.core.model.blocks import leading_rows_of_block
 from r2former_ros.core.model.config import R2FormerConfig
 
 PAIR_CHANNELS = 7  # q_x, q_y, q_att, d_x, d_y, d_att, correlation
@@ -97,23 +98,40 @@ class Reranker(nn.Module):
         db_side = db_side.transpose(1, 2)  # (B, Kd, top, 7), channel order still [q, d, corr]
         return torch.cat((query_side, db_side), dim=1)
 
-    def score_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Run both transformer levels on rows (B, R, num_corr, 7); return (B, 2) logits."""
+    def score_rows(self, rows: torch.Tensor, cls_only_last: bool = False) -> torch.Tensor:
+        """
+        Run both transformer levels on rows (B, R, num_corr, 7); return (B, 2) logits.
+
+        Args:
+            rows: correspondence rows.
+            cls_only_last: compute each level's last block for its cls row only (exact; the fast
+                path uses it, the faithful path runs every row like the reference).
+        """
         batch, num_rows, num_corr, _ = rows.shape
         # Level 1: each row's top-k entries, anchored at the entry's database (x, y).
         entries = self.pair_head(rows) + sincos_embed_2d(rows[..., 3], rows[..., 4], self.dim)
         entries = entries.reshape(batch * num_rows, num_corr, self.dim)
         tokens = torch.cat((self.cls_token_2.expand(entries.shape[0], -1, -1), entries), dim=1)
-        for block in self.blocks_2:
-            tokens = block(tokens)
-        row_embed = self.pair_head_2(self.decoder_norm(tokens[:, 0]))
-        row_embed = row_embed.view(batch, num_rows, self.dim)
+        row_cls = self.run_blocks(self.blocks_2, tokens, cls_only_last)
+        row_embed = self.pair_head_2(self.decoder_norm(row_cls)).view(batch, num_rows, self.dim)
         # Level 2: anchored at the query (x, y) of each row's best entry.
         row_embed = row_embed + sincos_embed_2d(rows[:, :, 0, 0], rows[:, :, 0, 1], self.dim)
         tokens = torch.cat((self.cls_token.expand(batch, -1, -1), row_embed), dim=1)
-        for block in self.blocks:
+        pair_cls = self.run_blocks(self.blocks, tokens, cls_only_last)
+        return self.decoder_pred(self.decoder_norm(pair_cls))
+
+    @staticmethod
+    def run_blocks(blocks: nn.ModuleList, tokens: torch.Tensor,
+                   cls_only_last: bool) -> torch.Tensor:
+        """Apply `blocks` and return the cls row (B, C) of the output."""
+        if not cls_only_last:
+            for block in blocks:
+                tokens = block(tokens)
+            return tokens[:, 0]
+        for block in blocks[:-1]:
             tokens = block(tokens)
-        return self.decoder_pred(self.decoder_norm(tokens[:, 0]))
+        cls_row, _ = leading_rows_of_block(blocks[-1], tokens, 1)
+        return cls_row[:, 0]
 
     def forward(self, query_local: torch.Tensor, db_local: torch.Tensor) -> torch.Tensor:
         """

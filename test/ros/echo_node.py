@@ -1,0 +1,48 @@
+"""
+Test fixture node: republish every message received on one topic to another, unchanged.
+
+Run as ``python echo_node.py MODULE:TYPE IN_TOPIC OUT_TOPIC``, e.g.
+``python echo_node.py r2former_ros.msg:PlaceRecognition echo_in echo_out``. Exits 0 on SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+
+
+class EchoNode(Node):
+    def __init__(self, msg_type: type, in_topic: str, out_topic: str) -> None:
+        super().__init__('echo_node')
+        self._publisher = self.create_publisher(msg_type, out_topic, 10)
+        self.create_subscription(msg_type, in_topic, self._publisher.publish, 10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('type', help='MODULE:CLASS of the message, e.g. sensor_msgs.msg:Image')
+    parser.add_argument('in_topic')
+    parser.add_argument('out_topic')
+    args = parser.parse_args(argv)
+    module_name, _, class_name = args.type.partition(':')
+    msg_type = getattr(importlib.import_module(module_name), class_name)
+
+    rclpy.init()
+    node = EchoNode(msg_type, args.in_topic, args.out_topic)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

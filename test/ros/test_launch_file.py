@@ -1,0 +1,96 @@
+"""Static checks of the launch file, rviz config, package.xml and CMakeLists.txt (no ROS)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+import re
+import xml.etree.ElementTree as ElementTree
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH_FILE = ROOT / 'launch' / 'localize.launch.py'
+EXPECTED_ARGUMENTS = {
+    'map', 'checkpoint', 'image_topic', 'params_file', 'device', 'rviz', 'use_sim_time',
+    'namespace', 'backbone',
+}
+
+
+def _module_constant(tree: ast.Module, name: str) -> ast.expr:
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == name for target in statement.targets
+        ):
+            return statement.value
+    raise AssertionError(f'{name} is not assigned at module level')
+
+
+def test_launch_file_declares_the_arguments() -> None:
+    source = LAUNCH_FILE.read_text()
+    compile(source, str(LAUNCH_FILE), 'exec')
+    tree = ast.parse(source)
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert 'generate_launch_description' in functions
+
+    arguments = _module_constant(tree, 'ARGUMENTS')
+    assert isinstance(arguments, ast.List)
+    names = [ast.literal_eval(entry.elts[0]) for entry in arguments.elts]  # type: ignore[attr-defined]
+    assert len(names) == len(set(names))
+    assert set(names) == EXPECTED_ARGUMENTS
+    # every argument is declared, not just listed
+    calls = [
+        node for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, 'id', '') == 'DeclareLaunchArgument'
+    ]
+    assert calls, 'no DeclareLaunchArgument call'
+
+
+def test_launch_file_starts_the_installed_executable_and_rviz_config() -> None:
+    source = LAUNCH_FILE.read_text()
+    executables = set(re.findall(r"executable='([^']+)'", source))
+    assert executables == {'localization_node', 'rviz2'}
+    rviz_config = ast.literal_eval(_module_constant(ast.parse(source), 'RVIZ_CONFIG'))
+    assert (ROOT / 'rviz' / rviz_config).is_file()
+    assert "'config', 'localize.yaml'" in source
+
+
+def test_rviz_config_shows_markers_match_image_and_pose() -> None:
+    config = yaml.safe_load((ROOT / 'rviz' / 'localize.rviz').read_text())
+    manager = config['Visualization Manager']
+    displays = {d['Class']: d['Topic']['Value'] for d in manager['Displays'] if 'Topic' in d}
+    assert displays == {
+        'rviz_default_plugins/MarkerArray': 'place_markers',
+        'rviz_default_plugins/Image': 'match_image',
+        'rviz_default_plugins/PoseWithCovariance': 'pose',
+    }
+    assert manager['Global Options']['Fixed Frame'] == 'map'
+
+
+def test_package_xml_declares_an_interface_package() -> None:
+    package = ElementTree.parse(ROOT / 'package.xml').getroot()
+    assert package.get('format') == '3'
+    assert package.findtext('name') == 'r2former_ros'
+    assert package.findtext('export/build_type') == 'ament_cmake'
+    assert package.findtext('member_of_group') == 'rosidl_interface_packages'
+    dependencies = {element.text for element in package if element.tag.endswith('depend')}
+    assert {
+        'rclpy', 'std_msgs', 'sensor_msgs', 'geometry_msgs', 'nav_msgs', 'visualization_msgs',
+        'diagnostic_msgs', 'builtin_interfaces', 'rosidl_default_generators',
+        'rosidl_default_runtime', 'launch_testing', 'launch_testing_ros', 'python3-numpy',
+    } <= dependencies
+
+
+def test_cmake_installs_python_package_after_the_generator() -> None:
+    cmake = (ROOT / 'CMakeLists.txt').read_text()
+    generator = cmake.index('rosidl_generate_interfaces(')
+    install_dir = cmake.index('_ament_cmake_python_get_python_install_dir()')
+    python_package = cmake.index('DIRECTORY r2former_ros/')
+    assert generator < install_dir < python_package
+    code = '\n'.join(line.split('#')[0] for line in cmake.splitlines())
+    assert 'ament_python_install_package' not in code
+    for message in sorted((ROOT / 'msg').glob('*.msg')):
+        assert f'msg/{message.name}' in cmake
+    for script in ('localization_node', 'build_map'):
+        assert f'scripts/{script}' in cmake
+        assert (ROOT / 'scripts' / script).stat().st_mode & 0o111
