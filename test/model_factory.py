@@ -39,3 +39,15 @@ def random_images(count: int, height: int, width: int, seed: int = 0) -> np.ndar
 
 def torch_state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# 128x160 input -> 8x10 = 80 patches; 48 local tokens. Enough structure for the route world.
+SMALL_CONFIG = R2FormerConfig(input_hw=(128, 160), num_local=48)
+
+
+def small_place_model(config: R2FormerConfig = SMALL_CONFIG, rerank_mode: str = 'fast'):
+    """A PlaceModel (seeded R2Former) for map/localizer/node tests."""
+    from r2former_ros.core.backends import R2FormerPlaceModel, seeded_r2former
+
+    model, sha = seeded_r2former(config)
+    return R2FormerPlaceModel(model, sha, None, torch.device('cpu'), rerank_mode=rerank_mode)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.types import PlacePosition
 
 WGS84_A = 6378137.0
 """Semi-major axis (m)."""
@@ -386,3 +387,23 @@ def haversine_m(lat1: object, lon1: object, lat2: object, lon2: object) -> float
         (lon2 - lon1) / 2
     ) ** 2
     return _out(2.0 * MEAN_EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
+
+
+def place_position(lat: float, lon: float, alt: float,
+                   origin: tuple[float, float, float],
+                   heading: float | None = None) -> PlacePosition:
+    """
+    Every coordinate form a place carries, from WGS84 and the map's ENU origin.
+
+    Args:
+        lat: latitude, degrees.
+        lon: longitude, degrees.
+        alt: altitude, metres (ellipsoidal, as NavSatFix gives it).
+        origin: (lat, lon, alt) of the map's ENU frame.
+        heading: radians in ENU (0 = east, counter-clockwise), or None when unknown.
+    """
+    east, north, up = wgs84_to_enu(lat, lon, alt, *origin)
+    zone, northern, easting, northing = wgs84_to_utm(lat, lon)
+    return PlacePosition(float(lat), float(lon), float(alt), float(east), float(north), float(up),
+                         int(zone), bool(northern), float(easting), float(northing),
+                         None if heading is None or not np.isfinite(heading) else float(heading))

@@ -1,0 +1,208 @@
+"""
+Backbones behind one interface: encode RGB images, rerank candidates, say who they are.
+
+`load_place_model` is the single factory the CLI, the node, evaluation and the demo use, so the same
+flags mean the same thing everywhere. The identity a model reports goes into a map's manifest, and a
+map is only ever queried by a model with the same identity.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+import torch
+
+from r2former_ros.core.device import resolve_device
+from r2former_ros.core.errors import CheckpointError, ConfigError
+from r2former_ros.core.features import ImageFeatures
+from r2former_ros.core.model.checkpoint import load_checkpoint, model_from_state_dict
+from r2former_ros.core.model.config import R2FormerConfig
+from r2former_ros.core.model.fast_rerank import fast_rerank_scores
+from r2former_ros.core.model.r2former import R2Former
+from r2former_ros.core.model.reranker import rerank_score
+from r2former_ros.core.model.seeded import DEFAULT_SEED_BASE, seeded_state_dict, shapes_of
+from r2former_ros.core.preprocessing import preprocess
+
+LOG = logging.getLogger(__name__)
+
+BACKBONES = ('r2former', 'dinov2-s14')
+CHECKPOINT_NAME = 'CVPR23_DeitS_Rerank.pth'
+PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+RANDOM_WEIGHTS_WARNING = ('no R2Former checkpoint found: using seeded RANDOM weights, so every '
+                          'match and recall number below is meaningless. Pass --checkpoint '
+                          f'{CHECKPOINT_NAME} (or put it in {{cache}}) for real results.')
+
+
+def cache_dir() -> Path:
+    """Where downloaded/converted weights live: $R2FORMER_CACHE or ~/.cache/r2former_ros."""
+    return Path(os.environ.get('R2FORMER_CACHE', Path.home() / '.cache' / 'r2former_ros'))
+
+
+def default_checkpoint() -> Path | None:
+    """The official checkpoint from $R2FORMER_CHECKPOINT or the cache directory, if present."""
+    env = os.environ.get('R2FORMER_CHECKPOINT')
+    candidates = [Path(env)] if env else []
+    candidates.append(cache_dir() / CHECKPOINT_NAME)
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """Content hash of a state dict (key order independent), for weights that have no file."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        digest.update(key.encode())
+        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class PlaceModel(ABC):
+    """A place-recognition model: global + local features and a candidate reranker."""
+
+    name: str
+    input_hw: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: torch.device
+    has_reranker: bool
+    random_weights: bool
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Manifest `model` block: backbone, weights identity (sha256), input size, dims."""
+
+    @abstractmethod
+    def encode_batch(self, batch: torch.Tensor) -> ImageFeatures:
+        """Encode a normalised (N, 3, H, W) batch."""
+
+    @abstractmethod
+    def rerank(self, query_local: NDArray[np.float32],
+               db_local: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Scores (N,) of one query's local rows (K, C) against N candidates (N, K, C); higher = better."""
+
+    def encode_rgb(self, images: Sequence[NDArray[np.uint8]]) -> ImageFeatures:
+        """Preprocess RGB uint8 images of any size and encode them."""
+        batch = preprocess(images, self.input_hw, self.mean, self.std, self.device)
+        return self.encode_batch(batch)
+
+
+class R2FormerPlaceModel(PlaceModel):
+    """R2Former: DeiT-S global descriptor + 500 local tokens, reranked by its transformer."""
+
+    name = 'r2former'
+
+    def __init__(self, model: R2Former, weights_sha256: str, checkpoint: str | None,
+                 device: torch.device, rerank_mode: str = 'fast', precision: str = 'fp32',
+                 random_weights: bool = False) -> None:
+        if rerank_mode not in ('fast', 'faithful'):
+            raise ConfigError(f"rerank mode '{rerank_mode}' must be 'fast' or 'faithful'")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision '{precision}' must be one of {sorted(PRECISIONS)}")
+        self.model = model.to(device).eval()
+        self.config = model.config
+        self.device = device
+        self.input_hw = model.config.input_hw
+        self.mean = model.config.mean
+        self.std = model.config.std
+        self.has_reranker = model.has_reranker
+        self.weights_sha256 = weights_sha256
+        self.checkpoint = checkpoint
+        self.rerank_mode = rerank_mode
+        self.precision = precision
+        self.random_weights = random_weights
+
+    def identity(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            'backbone': self.name,
+            'checkpoint': self.checkpoint or 'seeded-random',
+            'checkpoint_sha256': self.weights_sha256,
+            'input_hw': list(cfg.input_hw),
+            'num_local': cfg.num_local,
+            'global_dim': cfg.global_dim,
+            'local_dim': cfg.local_dim,
+            'patch_size': cfg.patch_size,
+            'preprocessing': {'mean': list(cfg.mean), 'std': list(cfg.std),
+                              'resize': 'bilinear stretch of the normalised image, no crop'},
+        }
+
+    def encode_batch(self, batch: torch.Tensor) -> ImageFeatures:
+        return self.model.encode(batch)
+
+    def rerank(self, query_local: NDArray[np.float32],
+               db_local: NDArray[np.float32]) -> NDArray[np.float32]:
+        if not self.has_reranker:
+            raise ConfigError('this checkpoint is global-only (no trained reranker); '
+                              'set rerank top-N to 0')
+        query = torch.from_numpy(np.ascontiguousarray(query_local, dtype=np.float32))
+        db = torch.from_numpy(np.ascontiguousarray(db_local, dtype=np.float32))
+        if self.rerank_mode == 'faithful':
+            logits = self.model.rerank_logits(query.unsqueeze(0).expand(db.shape[0], -1, -1), db)
+            scores = rerank_score(logits)
+        else:
+            scores = fast_rerank_scores(self.model.Reranker, query, db,
+                                        dtype=PRECISIONS[self.precision])
+        return scores.float().cpu().numpy()
+
+
+def seeded_r2former(config: R2FormerConfig,
+                    seed_base: int = DEFAULT_SEED_BASE) -> tuple[R2Former, str]:
+    """An R2Former with the parity recipe's seeded random weights, and their content hash."""
+    state_dict = seeded_state_dict(shapes_of(R2Former(config)), seed_base)
+    model, _ = model_from_state_dict(state_dict, config, source='seeded weights')
+    return model, state_dict_sha256(state_dict)
+
+
+def load_r2former(checkpoint: str | Path | None, device: torch.device,
+                  input_hw: tuple[int, int] | None, num_local: int | None,
+                  rerank_mode: str, precision: str, allow_random: bool) -> R2FormerPlaceModel:
+    """R2Former from a checkpoint, the cached official file, or seeded random weights."""
+    config = R2FormerConfig(input_hw=tuple(input_hw or (480, 640)), num_local=num_local or 500)
+    path = Path(checkpoint) if checkpoint else default_checkpoint()
+    if path is not None:
+        loaded = load_checkpoint(path, config)
+        return R2FormerPlaceModel(loaded.model, loaded.sha256, str(path), device, rerank_mode,
+                                  precision)
+    if not allow_random:
+        raise CheckpointError(f'no R2Former checkpoint: pass --checkpoint FILE or put '
+                              f'{CHECKPOINT_NAME} in {cache_dir()}')
+    LOG.warning(RANDOM_WEIGHTS_WARNING.format(cache=cache_dir()))
+    model, sha = seeded_r2former(config)
+    return R2FormerPlaceModel(model, sha, None, device, rerank_mode, precision,
+                              random_weights=True)
+
+
+def load_place_model(backbone: str = 'r2former', checkpoint: str | Path | None = None,
+                     device: str = 'auto', input_hw: tuple[int, int] | None = None,
+                     num_local: int | None = None, rerank_mode: str = 'fast',
+                     precision: str = 'fp32', allow_random: bool = True) -> PlaceModel:
+    """
+    Build the place model every entry point uses.
+
+    Args:
+        backbone: 'r2former' or 'dinov2-s14' (the offline pretrained fallback).
+        checkpoint: weights file; for r2former, None looks in $R2FORMER_CHECKPOINT and the cache.
+        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+        input_hw: model input (H, W); None = the backbone's default.
+        num_local: local tokens per image; None = the backbone's default (500).
+        rerank_mode: 'fast' (default, same results) or 'faithful' (the reference's operations).
+        precision: 'fp32' (default), or opt-in 'bf16'/'fp16' for reranking on GPU.
+        allow_random: for r2former without any checkpoint, fall back to seeded random weights
+            (with a loud warning) instead of failing.
+    """
+    if backbone not in BACKBONES:
+        raise ConfigError(f"backbone '{backbone}' is not one of {', '.join(BACKBONES)}")
+    torch_device = resolve_device(device)
+    if backbone == 'r2former':
+        return load_r2former(checkpoint, torch_device, input_hw, num_local, rerank_mode,
+                             precision, allow_random)
+    from r2former_ros.core.dinov2_backend import load_dinov2  # noqa: PLC0415 - optional backend
+
+    return load_dinov2(checkpoint, torch_device, input_hw, num_local)
