@@ -1,4 +1,4 @@
-"""Small maps for tests: the route world encoded by a small seeded model, written with MapWriter."""
+"""Small maps for tests: the route world encoded by a small seeded model, via MapWriter."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def write_image_map(path: Path, model: PlaceModel, images, latlon, local_format:
     return path
 
 
-def write_route_map(path: Path, model: PlaceModel, num_places: int = 12) -> tuple[Path, RouteWorld]:
+def write_route_map(path: Path, model: PlaceModel,
+                    num_places: int = 12) -> tuple[Path, RouteWorld]:
     """The route world's first `num_places` windows as a map; returns the map and the world."""
     world = make_route(num_places=num_places)
     return write_image_map(path, model, world.map_images, world.map_latlon), world

@@ -1,11 +1,12 @@
 """
 A synthetic route cut from one real photograph, with a GPS track along it.
 
-Map images are 640x480 windows slid along `data/route/tokyo_strip.jpg`; query images are windows at a
-small in-between offset with a brightness change. Each window is given a position along a straight
-line heading east (SPACING_M apart), so a query's ground truth is the map window it overlaps most.
-With seeded random weights matching is weak: small offsets keep it above chance (a 40-px stride with
-8-px query offsets ranks the right window or its neighbour first for most queries).
+Map images are 640x480 windows slid along `data/route/tokyo_strip.jpg`; query images are windows at
+a small in-between offset with a brightness change. Each window is given a position along a
+straight line heading east (SPACING_M apart), so a query's ground truth is the map window it
+overlaps most. With seeded random weights matching is weak: small offsets keep it above chance (a
+40-px stride with 8-px query offsets ranks the right window or its neighbour first for most
+queries).
 """
 
 from __future__ import annotations

@@ -1,16 +1,15 @@
 """
 Backbones behind one interface: encode RGB images, rerank candidates, say who they are.
 
-`load_place_model` is the single factory the CLI, the node, evaluation and the demo use, so the same
-flags mean the same thing everywhere. The identity a model reports goes into a map's manifest, and a
-map is only ever queried by a model with the same identity.
+`load_place_model` is the single factory the CLI, the node, evaluation and the demo use, so the
+same flags mean the same thing everywhere. The identity a model reports goes into a map's manifest,
+and a map is only ever queried by a model with the same identity.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from r2former_ros.core.device import resolve_device
 from r2former_ros.core.errors import CheckpointError, ConfigError
 from r2former_ros.core.features import ImageFeatures
+from r2former_ros.core.hashing import state_dict_sha256
 from r2former_ros.core.model.checkpoint import load_checkpoint, model_from_state_dict
 from r2former_ros.core.model.config import R2FormerConfig
 from r2former_ros.core.model.fast_rerank import fast_rerank_scores
@@ -30,6 +30,7 @@ from r2former_ros.core.model.r2former import R2Former
 from r2former_ros.core.model.reranker import rerank_score
 from r2former_ros.core.model.seeded import DEFAULT_SEED_BASE, seeded_state_dict, shapes_of
 from r2former_ros.core.preprocessing import preprocess
+from r2former_ros.core.weights import cache_root
 
 LOG = logging.getLogger(__name__)
 
@@ -43,24 +44,15 @@ RANDOM_WEIGHTS_WARNING = ('no R2Former checkpoint found: using seeded RANDOM wei
 
 def cache_dir() -> Path:
     """Where downloaded/converted weights live: $R2FORMER_CACHE or ~/.cache/r2former_ros."""
-    return Path(os.environ.get('R2FORMER_CACHE', Path.home() / '.cache' / 'r2former_ros'))
+    return cache_root()
 
 
 def default_checkpoint() -> Path | None:
-    """The official checkpoint from $R2FORMER_CHECKPOINT or the cache directory, if present."""
+    """Find the official checkpoint in $R2FORMER_CHECKPOINT or the cache directory."""
     env = os.environ.get('R2FORMER_CHECKPOINT')
     candidates = [Path(env)] if env else []
     candidates.append(cache_dir() / CHECKPOINT_NAME)
     return next((path for path in candidates if path.is_file()), None)
-
-
-def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """Content hash of a state dict (key order independent), for weights that have no file."""
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        digest.update(key.encode())
-        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 class PlaceModel(ABC):
@@ -85,7 +77,7 @@ class PlaceModel(ABC):
     @abstractmethod
     def rerank(self, query_local: NDArray[np.float32],
                db_local: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Scores (N,) of one query's local rows (K, C) against N candidates (N, K, C); higher = better."""
+        """Score one query's local rows (K, C) against N candidates (N, K, C); higher = better."""
 
     def encode_rgb(self, images: Sequence[NDArray[np.uint8]]) -> ImageFeatures:
         """Preprocess RGB uint8 images of any size and encode them."""
@@ -154,7 +146,7 @@ class R2FormerPlaceModel(PlaceModel):
 
 def seeded_r2former(config: R2FormerConfig,
                     seed_base: int = DEFAULT_SEED_BASE) -> tuple[R2Former, str]:
-    """An R2Former with the parity recipe's seeded random weights, and their content hash."""
+    """Build an R2Former with the parity recipe's seeded random weights; return it + hash."""
     state_dict = seeded_state_dict(shapes_of(R2Former(config)), seed_base)
     model, _ = model_from_state_dict(state_dict, config, source='seeded weights')
     return model, state_dict_sha256(state_dict)

@@ -388,6 +388,8 @@ def iter_images(
     *,
     stamp_source: str = 'header',
     skip_undecodable: bool = False,
+    select: Callable[[str, str, int], bool] | None = None,
+    on_skip: Callable[[str], None] | None = None,
 ) -> Iterator[ImageRecord]:
     """
     Stream decoded images of the requested topics, one bag after the other.
@@ -399,9 +401,12 @@ def iter_images(
         topics: Image topic(s) (``sensor_msgs/msg/Image`` or ``CompressedImage``).
         stamp_source: ``'header'`` (zero stamps fall back to receive time) or ``'receive'``.
         skip_undecodable: Log and skip images that fail to decode instead of raising.
+        select: ``select(bag_path, topic, index)`` -> whether to decode that message; the
+            others are skipped before pixel decoding (indices still count every message).
+        on_skip: Called with the message of each image skipped as undecodable.
 
     Yields:
-        ImageRecord per message, in receive order within each bag.
+        ImageRecord per (selected) message, in receive order within each bag.
 
     Raises:
         BagError: Missing/corrupt bag, absent topic, non-image topic type.
@@ -419,6 +424,8 @@ def iter_images(
             for connection, receive_ns, message in _messages(bag, names):
                 index = counters[connection.topic]
                 counters[connection.topic] += 1
+                if select is not None and not select(str(path), connection.topic, index):
+                    continue
                 try:
                     rgb = _decode_image(message, connection.msgtype)
                 except ImageError as err:
@@ -426,9 +433,60 @@ def iter_images(
                     if not skip_undecodable:
                         raise ImageError(text) from err
                     _LOG.warning('skipping undecodable image: %s', text)
+                    if on_skip is not None:
+                        on_skip(text)
                     continue
                 stamp = stamper(bag, connection.topic, message, receive_ns)
                 yield ImageRecord(stamp, str(path), connection.topic, index, rgb, receive_ns)
+
+
+@dataclass(frozen=True)
+class ImageStamp:
+    """Where and when one image message is, without its pixels (see :func:`iter_image_stamps`)."""
+
+    stamp_ns: int
+    bag_path: str
+    topic: str
+    index: int
+    receive_ns: int = 0
+
+
+def iter_image_stamps(
+    paths: Paths, topics: str | Iterable[str], *, stamp_source: str = 'header'
+) -> Iterator[ImageStamp]:
+    """
+    Stream the stamps of image messages without decoding any pixels.
+
+    A first pass for geotagging and keyframe selection, which need every stamp before deciding
+    which images to decode; the indices match :func:`iter_images` for the same arguments.
+    Deserialization leaves the pixel buffer a view into the raw message, so this costs little
+    more than reading the bag.
+
+    Args:
+        paths: Bag path(s).
+        topics: Image topic(s).
+        stamp_source: ``'header'`` or ``'receive'``.
+
+    Yields:
+        ImageStamp per message, in receive order within each bag.
+
+    Raises:
+        BagError: Missing/corrupt bag, absent topic, non-image topic type.
+        ConfigError: Unknown stamp_source.
+
+    """
+    names = _as_topics(topics)
+    stamper = _Stamper(stamp_source)
+    bag_paths = _as_path_list(paths)
+    _check_requested(bag_paths, names, IMAGE_TYPES, 'an image type')
+    for path in bag_paths:
+        with _open_bag(path) as bag:
+            counters = dict.fromkeys(names, 0)
+            for connection, receive_ns, message in _messages(bag, names):
+                index = counters[connection.topic]
+                counters[connection.topic] += 1
+                stamp = stamper(bag, connection.topic, message, receive_ns)
+                yield ImageStamp(stamp, str(path), connection.topic, index, receive_ns)
 
 
 def count_messages(paths: Paths, topics: str | Iterable[str]) -> int:

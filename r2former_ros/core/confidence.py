@@ -7,7 +7,8 @@ Features (all cheap, computed per query):
 - `spatial_agreement`: fraction of the top-k places within the threshold distance of the best one
   (true revisits pull their neighbours up with them; a lucky false match stands alone).
 The calibrated model is p = sigmoid(w . features + b), fitted on the map itself (see
-`r2former_ros.core.calibration`); without a calibration the confidence is the plain top score, clipped to
+`r2former_ros.core.calibration`); without a calibration the confidence is the plain top score,
+    clipped to
 [0, 1], and is labelled uncalibrated.
 """
 
@@ -50,7 +51,7 @@ def confidence_features(scores: NDArray[np.floating], east: NDArray[np.floating]
 
 @dataclass
 class ConfidenceModel:
-    """Logistic map from features to P(best place within threshold); uncalibrated when no weights."""
+    """Logistic map: features -> P(best place within threshold); uncalibrated without weights."""
 
     threshold_m: float = 25.0
     weights: list[float] | None = None

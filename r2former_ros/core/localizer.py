@@ -43,7 +43,8 @@ class LocalizerConfig:
             raise ConfigError(f'result_top_k={self.result_top_k} must be in '
                               f'[1, retrieval_top_k={self.retrieval_top_k}]')
         if not 0.0 <= self.confidence_threshold <= 1.0:
-            raise ConfigError(f'confidence_threshold={self.confidence_threshold} must be in [0, 1]')
+            raise ConfigError(f'confidence_threshold={self.confidence_threshold} must be in '
+                              '[0, 1]')
         if self.threshold_m <= 0:
             raise ConfigError(f'threshold_m={self.threshold_m} must be > 0')
         return self

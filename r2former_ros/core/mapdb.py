@@ -56,6 +56,7 @@ from r2former_ros import __version__
 from r2former_ros.core import retrieval
 from r2former_ros.core.errors import ConfigError, MapError
 from r2former_ros.core.features import LOCAL_XY_ATT_COLUMNS, ImageFeatures
+from r2former_ros.core.hashing import file_sha256
 from r2former_ros.core.types import PlacePosition
 
 FORMAT_VERSION = 1
@@ -114,15 +115,6 @@ class PlaceRecord:
 
 
 # ---------------------------------------------------------------------------- small helpers
-
-
-def sha256_file(path: str | Path) -> str:
-    """Return the hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as fh:
-        for block in iter(lambda: fh.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -382,7 +374,7 @@ def _check_files(path: Path, manifest: Mapping[str, Any], checksums: bool) -> li
         if size != int(entry['bytes']):
             problems.append(f'{file}: size is {size} bytes, manifest says {entry["bytes"]} '
                             '(truncated or modified)')
-        elif checksums and sha256_file(file) != entry['sha256']:
+        elif checksums and file_sha256(file) != entry['sha256']:
             problems.append(f'{file}: SHA-256 differs from the manifest (corrupted)')
     return problems
 
@@ -442,7 +434,7 @@ def _check_thumbnails(path: Path, manifest: Mapping[str, Any]) -> list[str]:
     if total != int(block['bytes']):
         problems.append(f'{directory}: thumbnails hold {total} bytes, manifest says '
                         f'{block["bytes"]}')
-    elif _thumbnail_digest({n: sha256_file(directory / n) for n in names}) != block['sha256']:
+    elif _thumbnail_digest({n: file_sha256(directory / n) for n in names}) != block['sha256']:
         problems.append(f'{directory}: thumbnail checksum differs from the manifest (corrupted)')
     return problems
 
@@ -901,7 +893,7 @@ class MapWriter:
             arr = np.load(tmp / name, mmap_mode='r', allow_pickle=False)
             layout[name] = (arr.dtype, list(arr.shape))
         data_files = list(ARRAY_FILES) + ([INDEX_FILE] if index_block['type'] != 'exact' else [])
-        files = {name: {'bytes': (tmp / name).stat().st_size, 'sha256': sha256_file(tmp / name)}
+        files = {name: {'bytes': (tmp / name).stat().st_size, 'sha256': file_sha256(tmp / name)}
                  for name in data_files}
         now = _utc_now()
         manifest: dict[str, Any] = {

@@ -9,6 +9,7 @@ rows, and the head applied to both prefix tokens.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import timm
@@ -59,20 +60,31 @@ def embed_tokens(deit: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return tokens + deit.pos_embed
 
 
-def run_backbone(deit: nn.Module, images: torch.Tensor) -> BackboneOutput:
+def run_backbone(deit: nn.Module, images: torch.Tensor,
+                 autocast_dtype: torch.dtype | None = None) -> BackboneOutput:
     """
     Full backbone pass for R2Former.
 
     Args:
         deit: the timm module from `build_deit` (with its weights).
         images: normalised (B, 3, H, W) at the configured input size.
+        autocast_dtype: None for fp32 (faithful); bf16/fp16 runs blocks 0-10 under autocast (opt-
+            in).
+            The last block, the heads and token selection always run in fp32, so near-ties in the
+            selection score are not decided by reduced-precision rounding of the scores themselves.
 
     Returns:
         The global descriptor, block 11's output and the selection score per patch.
     """
-    tokens = embed_tokens(deit, images)
-    for block in deit.blocks[:-1]:
-        tokens = block(tokens)
+    if autocast_dtype is None:
+        context = nullcontext()
+    else:
+        context = torch.autocast(device_type=images.device.type, dtype=autocast_dtype)
+    with context:
+        tokens = embed_tokens(deit, images)
+        for block in deit.blocks[:-1]:
+            tokens = block(tokens)
+    tokens = tokens.float()
     prefix, attn = leading_rows_of_block(deit.blocks[-1], tokens, NUM_PREFIX_TOKENS)
     prefix = deit.norm(prefix)
     global_desc = (deit.head(prefix[:, 0]) + deit.head_dist(prefix[:, 1])) / 2

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-import hashlib
 import logging
 from pathlib import Path
 import pickle
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from r2former_ros.core.errors import CheckpointError
+from r2former_ros.core.hashing import file_sha256
 from r2former_ros.core.model.config import R2FormerConfig
 from r2former_ros.core.model.r2former import R2Former
 
@@ -46,15 +46,6 @@ class LoadedCheckpoint:
     layout: str  # LAYOUT_FULL or LAYOUT_GLOBAL_ONLY
     sha256: str
     path: str
-
-
-def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for chunk in iter(lambda: handle.read(chunk_bytes), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> Any:

@@ -9,9 +9,11 @@ descriptor, local rows of 3 + 384 columns). Features are never comparable across
 - Local tokens (imitating R2Former's selection, spec 1.4): patches ranked by the last block's
   CLS attention summed over the 6 heads (only the CLS query row is computed); the top
   ``num_local`` (capped at the patch count) are kept. Their descriptors are the patch tokens
-  at the last block's *input*, L2-normalised (the raw residual stream has a few huge channels
-  shared by all tokens, so only its direction is useful for cosine matching). Unlike
-  R2Former there is no off-by-two quirk: feature row and coordinates describe the same patch.
+  at the last block's *input* passed through that block's own ``norm1`` (the LayerNorm its
+  attention reads), then L2-normalised. The raw residual stream has a few large channels
+  shared by all tokens; on the corridor set (111 queries, MNN rerank of the top 20) the
+  normed tokens gave R@1 0.667 / 0.649 at 224x224 / 322x434, the raw ones 0.613 / 0.667.
+  Unlike R2Former there is no off-by-two quirk: row and coordinates describe the same patch.
 - Columns ``[x, y, att, d_0..d_383]``: ``x, y`` = patch centre / max(H, W), ``att`` = score /
   the image's max score; rows in descending attention; ``token_index`` is the raster index on
   the (H/14, W/14) grid.
@@ -278,7 +280,7 @@ class Dinov2Backbone:
             score, order = torch.topk(out.cls_attention, k, dim=1, largest=True, sorted=True)
             tokens = out.last_input[:, 1:]
             desc = torch.gather(tokens, 1, order.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-            desc = F.normalize(desc, dim=-1)
+            desc = F.normalize(self.model.blocks[-1].norm1(desc), dim=-1)
             scale = float(max(height, width))
             x = ((order % gw) * PATCH_SIZE + PATCH_SIZE / 2).float() / scale
             y = (torch.div(order, gw, rounding_mode='floor') * PATCH_SIZE

@@ -40,23 +40,35 @@ class R2Former(nn.Module):
     def device(self) -> torch.device:
         return self.local_head.weight.device
 
-    def encode_tensors(self,
-                       images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode_tensors(self, images: torch.Tensor, fast: bool = False,
+                       autocast_dtype: torch.dtype | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """
         Encode a normalised batch (B, 3, H, W) into tensors on the model's device.
+
+        Args:
+            images: normalised batch at the configured input size.
+            fast: fused SDPA attention in blocks 0-10 (same math; float rounding differs slightly).
+            autocast_dtype: opt-in bf16/fp16 for blocks 0-10 (fast path only).
 
         Returns:
             global_desc (B, G), local_feats (B, K, 3 + D), token_index (B, K).
         """
-        out = run_backbone(self.backbone, images)
+        set_fused_attention(self.backbone, fast)
+        try:
+            out = run_backbone(self.backbone, images, autocast_dtype if fast else None)
+        finally:
+            set_fused_attention(self.backbone, False)
         local_feats, token_index = select_local_tokens(
             out.last_block_input, out.selection_score, self.local_head, self.config)
         return out.global_desc, local_feats, token_index
 
     @torch.inference_mode()
-    def encode(self, images: torch.Tensor) -> ImageFeatures:
+    def encode(self, images: torch.Tensor, fast: bool = False,
+               autocast_dtype: torch.dtype | None = None) -> ImageFeatures:
         """Encode a normalised batch and return host-side float32 numpy features."""
-        global_desc, local_feats, token_index = self.encode_tensors(images.to(self.device))
+        global_desc, local_feats, token_index = self.encode_tensors(
+            images.to(self.device), fast, autocast_dtype)
         return ImageFeatures(global_desc.float().cpu().numpy(),
                              local_feats.float().cpu().numpy(),
                              token_index.cpu().numpy().astype(np.int64))
