@@ -1,4 +1,4 @@
-"""pip install of the ROS-free parts (model, map building, evaluation); ROS users build with colcon."""
+"""pip install of the ROS-free parts (model, maps, evaluation); ROS users build with colcon."""
 
 from pathlib import Path
 import re
@@ -9,12 +9,14 @@ VERSION = re.search(r"__version__ = '([^']+)'",
                     Path(__file__).with_name('r2former_ros').joinpath('__init__.py').read_text()
                     ).group(1)
 
+README = Path(__file__).with_name('README.md')
+
 setup(
     name='r2former_ros',
     version=VERSION,
     description='Visual place recognition with R2Former for ROS 2: map building, localization, '
                 'evaluation',
-    long_description=Path(__file__).with_name('README.md').read_text(encoding='utf-8'),
+    long_description=README.read_text(encoding='utf-8') if README.is_file() else '',
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.10',
