@@ -46,3 +46,22 @@ def test_parity_names_missing_fixture_files(tmp_path, capsys):
                                   'state_dict_manifest.json'])
 def test_fixture_is_bundled(name):
     assert (FIXTURE / name).is_file()
+
+
+def test_fast_path_keeps_fixture_order_and_scores():
+    import torch
+
+    from r2former_ros.core.model.fast_rerank import fast_rerank_scores
+    from r2former_ros.core.preprocessing import preprocess
+
+    fixture, manifest, images, reference = load_fixture(FIXTURE)
+    model = build_model(fixture, manifest, None)
+    batch = preprocess(images, model.config.input_hw, model.config.mean, model.config.std)
+    fast = model.encode(batch, fast=True)
+    queries, database = fixture['query_images'], fixture['database_images']
+    ref_scores = reference['rerank_score'].reshape(len(queries), len(database))
+    for row, query in enumerate(queries):
+        scores = fast_rerank_scores(model.Reranker, torch.from_numpy(fast.local_feats[query]),
+                                    torch.from_numpy(fast.local_feats[database])).numpy()
+        np.testing.assert_allclose(scores, ref_scores[row], atol=1e-5)
+        assert np.argsort(-scores).tolist() == np.argsort(-ref_scores[row]).tolist()

@@ -105,3 +105,29 @@ def test_config_rejects_impossible_shapes():
         R2FormerConfig(input_hw=(100, 96))
     with pytest.raises(ConfigError, match='num_local=500'):
         R2FormerConfig(input_hw=(64, 96), num_local=500)
+
+
+def test_fast_rerank_matches_faithful(model, batch):
+    from r2former_ros.core.model.fast_rerank import correspondence_rows_topk, fast_rerank_logits
+
+    feats = model.encode(batch)
+    query = torch.from_numpy(feats.local_feats[0])
+    db = torch.from_numpy(feats.local_feats[[0, 1, 2, 1]])
+    db[3, :, 3:] += 0.5  # a fourth candidate that differs from the second
+    faithful = model.rerank_logits(query.expand(4, -1, -1), db)
+    fast = fast_rerank_logits(model.Reranker, query, db, chunk=3)  # two chunks
+    torch.testing.assert_close(fast, faithful, atol=2e-5, rtol=0)
+    rows_dense = model.Reranker.correspondence_rows(query.expand(4, -1, -1), db)
+    rows_topk = correspondence_rows_topk(query, db, TINY_CONFIG.rerank_num_corr)
+    torch.testing.assert_close(rows_topk, rows_dense, atol=0, rtol=0)
+    # the fast path leaves the module in its faithful (explicit attention) state
+    assert not any(block.attn.fused_attn for block in model.Reranker.blocks)
+
+
+def test_fast_extraction_selects_the_same_tokens(model, batch):
+    faithful = model.encode(batch)
+    fast = model.encode(batch, fast=True)
+    for a, b in zip(faithful.token_index, fast.token_index, strict=True):
+        assert set(a.tolist()) == set(b.tolist())
+    np.testing.assert_allclose(fast.global_desc, faithful.global_desc, atol=1e-5)
+    assert not any(block.attn.fused_attn for block in model.backbone.blocks)
