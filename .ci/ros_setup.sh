@@ -94,7 +94,10 @@ fi
 # the source tree, and the venv's numpy headers do when the venv is inside the checkout (.venv).
 # tar keeps modification times, so an unchanged copy rebuilds nothing.
 SRC_DIR=$CI_DIR/src
-PACKAGE_FILES=(CMakeLists.txt package.xml msg r2former_ros scripts launch config rviz)
+PACKAGE_FILES=()
+for path in CMakeLists.txt package.xml msg r2former_ros scripts launch config rviz; do
+  [[ -e $ROOT/$path ]] && PACKAGE_FILES+=("$path")  # git keeps no empty folders
+done
 rm -rf "$SRC_DIR"
 mkdir -p "$SRC_DIR"
 tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - "${PACKAGE_FILES[@]}" \
