@@ -1,0 +1,214 @@
+"""
+rclpy messages <-> the core's data: images in, results out.
+
+The numbers come from ``r2former_ros.core.result_messages`` (shared with the ROS-free bag
+replay); this module only copies them into message objects. Covariance formula: see that module
+(``sigma = threshold_m / max(confidence, 0.05)`` per axis, ``COVARIANCE_TYPE_DIAGONAL_KNOWN``).
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Mapping, Sequence
+import importlib
+from typing import Any
+
+from geometry_msgs.msg import Point, PoseWithCovarianceStamped
+import numpy as np
+from numpy.typing import NDArray
+from sensor_msgs.msg import CompressedImage, Image, NavSatFix
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from r2former_ros.core import result_messages
+from r2former_ros.core.images import compressed_image_to_rgb, raw_image_to_rgb
+from r2former_ros.core.types import LocalizationResult, PlacePosition
+
+PLACES_NS = 'places'
+CANDIDATES_NS = 'candidates'
+BEST_NS = 'best'
+LABEL_NS = 'best_label'
+PLACE_SCALE_M = 1.0
+CANDIDATE_SCALE_M = 2.0
+BEST_SCALE_M = 4.0
+
+
+# ---------------------------------------------------------------------------------- input
+
+
+def image_to_rgb(msg: Image | CompressedImage) -> NDArray[np.uint8]:
+    """
+    Decode a sensor_msgs Image or CompressedImage to (H, W, 3) uint8 RGB.
+
+    Raises:
+        ImageError: unsupported encoding or malformed data.
+    """
+    if isinstance(msg, CompressedImage):
+        return compressed_image_to_rgb(msg.data, msg.format)
+    return raw_image_to_rgb(msg.data, msg.encoding, msg.height, msg.width, msg.step,
+                            msg.is_bigendian)
+
+
+def stamp_ns(header: Any) -> int:
+    """Header stamp in integer nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+# ------------------------------------------------------------------------ dict -> message
+
+
+def _sequence_element_class(msg: Any, name: str) -> type | None:
+    """Return the element class of a sequence-of-messages field, None for primitives."""
+    slot_types = type(msg).SLOT_TYPES
+    index = list(type(msg).get_fields_and_field_types()).index(name)
+    value_type = getattr(slot_types[index], 'value_type', None)
+    namespaces = getattr(value_type, 'namespaces', None)
+    if not namespaces:
+        return None
+    module = importlib.import_module('.'.join(namespaces))
+    return getattr(module, value_type.name)
+
+
+def fill_message(msg: Any, fields: Mapping[str, Any]) -> Any:
+    """Copy a ``result_messages`` builder dict into an rclpy message; returns ``msg``."""
+    for name, value in fields.items():
+        if isinstance(value, Mapping):
+            fill_message(getattr(msg, name), value)
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            setattr(msg, name, array.array('B', bytes(value)))
+        elif isinstance(value, list) and value and isinstance(value[0], Mapping):
+            element = _sequence_element_class(msg, name)
+            setattr(msg, name, [fill_message(element(), item) for item in value])
+        else:
+            setattr(msg, name, value)
+    return msg
+
+
+# --------------------------------------------------------------------------------- output
+
+
+def to_place_recognition(msg_class: type, result: LocalizationResult, *, header: Any,
+                         map_frame_id: str, backbone: str, decode_ms: float = 0.0,
+                         total_ms: float | None = None) -> Any:
+    """
+    r2former_ros/PlaceRecognition of a result.
+
+    Args:
+        msg_class: the generated ``r2former_ros.msg.PlaceRecognition``.
+        result: the localizer's result.
+        header: the query image's header (stamp and frame id are copied).
+        map_frame_id: the map's ENU frame.
+        backbone: the model's backbone name.
+        decode_ms: image message -> RGB time the node measured.
+        total_ms: receive-to-publish time the node measured (None: decode + localizer).
+    """
+    fields = result_messages.place_recognition_fields(
+        result, stamp_ns=stamp_ns(header), frame_id=header.frame_id, map_frame_id=map_frame_id,
+        backbone=backbone, decode_ms=decode_ms, total_ms=total_ms)
+    return fill_message(msg_class(), fields)
+
+
+def to_navsat_fix(result: LocalizationResult, *, header: Any,
+                  threshold_m: float) -> NavSatFix | None:
+    """NavSatFix of the matched place (frame: the image's); None when there is no match."""
+    fields = result_messages.navsat_fields(result, stamp_ns=stamp_ns(header),
+                                           frame_id=header.frame_id, threshold_m=threshold_m)
+    return None if fields is None else fill_message(NavSatFix(), fields)
+
+
+def to_pose(result: LocalizationResult, *, header: Any, map_frame_id: str,
+            threshold_m: float) -> PoseWithCovarianceStamped | None:
+    """Pose of the matched place in ``map_frame_id`` (ENU); None when there is no match."""
+    fields = result_messages.pose_fields(result, stamp_ns=stamp_ns(header),
+                                         map_frame_id=map_frame_id, threshold_m=threshold_m)
+    return None if fields is None else fill_message(PoseWithCovarianceStamped(), fields)
+
+
+def to_image(rgb: NDArray[np.uint8], *, header: Any) -> Image:
+    """rgb8 sensor_msgs/Image of an RGB array with the given header's stamp and frame."""
+    fields = result_messages.image_fields(rgb, stamp_ns=stamp_ns(header),
+                                          frame_id=header.frame_id)
+    return fill_message(Image(), fields)
+
+
+# -------------------------------------------------------------------------------- markers
+
+
+def score_colour(score: float, alpha: float = 0.9) -> ColorRGBA:
+    """Red (0) through yellow to green (1); NaN scores are grey."""
+    if not np.isfinite(score):
+        return ColorRGBA(r=0.6, g=0.6, b=0.6, a=alpha)
+    t = float(min(max(score, 0.0), 1.0))
+    return ColorRGBA(r=float(min(1.0, 2 * (1 - t))), g=float(min(1.0, 2 * t)), b=0.1, a=alpha)
+
+
+def _marker(header: Any, ns: str, marker_id: int, marker_type: int, scale: float) -> Marker:
+    marker = Marker()
+    marker.header = header
+    marker.ns = ns
+    marker.id = marker_id
+    marker.type = marker_type
+    marker.action = Marker.ADD
+    marker.pose.orientation.w = 1.0
+    marker.scale.x = marker.scale.y = marker.scale.z = float(scale)
+    return marker
+
+
+def _at(marker: Marker, position: PlacePosition) -> Marker:
+    marker.pose.position.x = position.east
+    marker.pose.position.y = position.north
+    marker.pose.position.z = position.up
+    return marker
+
+
+def places_marker(header: Any, east: Sequence[float], north: Sequence[float],
+                  up: Sequence[float]) -> Marker:
+    """All map places as one SPHERE_LIST (cheap for large maps)."""
+    marker = _marker(header, PLACES_NS, 0, Marker.SPHERE_LIST, PLACE_SCALE_M)
+    marker.color = ColorRGBA(r=0.55, g=0.65, b=0.8, a=0.6)
+    marker.points = [Point(x=float(x), y=float(y), z=float(z))
+                     for x, y, z in zip(east, north, up, strict=True)]
+    return marker
+
+
+def result_markers(result: LocalizationResult, header: Any, max_candidates: int) -> list[Marker]:
+    """
+    Top-k candidates as spheres coloured by score and the best place highlighted.
+
+    Candidate ids ``0 .. max_candidates - 1`` are always sent (DELETE for those beyond this
+    result's count), so markers of an earlier, longer result never linger.
+    """
+    markers = []
+    for rank in range(max_candidates):
+        marker = _marker(header, CANDIDATES_NS, rank, Marker.SPHERE, CANDIDATE_SCALE_M)
+        if rank < len(result.candidates):
+            candidate = result.candidates[rank]
+            score = candidate.rerank_score if candidate.rerank_score is not None \
+                else candidate.global_score
+            marker.color = score_colour(score)
+            markers.append(_at(marker, candidate.position))
+        else:
+            marker.action = Marker.DELETE
+            markers.append(marker)
+    best = result.best
+    highlight = _marker(header, BEST_NS, 0, Marker.CYLINDER, BEST_SCALE_M)
+    label = _marker(header, LABEL_NS, 0, Marker.TEXT_VIEW_FACING, BEST_SCALE_M / 2)
+    if best is None:
+        highlight.action = label.action = Marker.DELETE
+    else:
+        _at(highlight, best.position)
+        highlight.scale.z = 0.5
+        highlight.color = ColorRGBA(r=0.1, g=1.0, b=0.2, a=0.8) if result.matched \
+            else ColorRGBA(r=1.0, g=0.5, b=0.0, a=0.6)
+        _at(label, best.position)
+        label.pose.position.z += BEST_SCALE_M
+        label.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        verdict = 'match' if result.matched else 'no match'
+        label.text = f'place {best.place_id} ({verdict}, conf {result.confidence:.2f})'
+    markers += [highlight, label]
+    return markers
+
+
+def marker_array(markers: Sequence[Marker]) -> MarkerArray:
+    """Wrap markers."""
+    return MarkerArray(markers=list(markers))

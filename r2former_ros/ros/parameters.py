@@ -1,0 +1,203 @@
+"""
+The localization node's parameters: declared with ranges, read and validated like the CLI's.
+
+Each parameter is declared with a description and range, read into a frozen dataclass and
+validated by the same core code the CLI uses (``LocalizerConfig.validate`` and
+``load_place_model``'s checks).
+
+Images: the node subscribes to the topic ``image`` (remap it, as the launch file does with
+``image_topic``). ``image_transport`` picks what it listens to, image_transport style:
+``raw`` = sensor_msgs/Image on ``image``; ``compressed`` = sensor_msgs/CompressedImage on
+``<image>/compressed`` (after remapping, e.g. ``/camera/image_raw/compressed``); ``both`` = both
+(whichever arrives last is processed next).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+import re
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+
+from r2former_ros.core.backends import BACKBONES
+from r2former_ros.core.device import resolve_device
+from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.localizer import LocalizerConfig
+
+TRANSPORTS = ('raw', 'compressed', 'both')
+MAX_TOP_K = 100_000
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter: ROS name, dataclass field, default, description and limits."""
+
+    name: str
+    attribute: str
+    default: Any
+    description: str
+    read_only: bool = False
+    integer_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+
+
+SPECS: tuple[ParameterSpec, ...] = (
+    ParameterSpec('map', 'map', '', 'Map directory written by build_map (required).', True),
+    ParameterSpec('checkpoint', 'checkpoint', '',
+                  'R2Former checkpoint; empty: $R2FORMER_CHECKPOINT or the cache, else seeded '
+                  'random weights (with a warning).', True),
+    ParameterSpec('backbone', 'backbone', 'r2former',
+                  f'Place model backbone: {" | ".join(BACKBONES)}; must match the map.', True),
+    ParameterSpec('device', 'device', 'auto', "Inference device: 'auto', 'cpu', 'cuda[:N]'.",
+                  True),
+    ParameterSpec('input_size', 'input_size', '',
+                  "Model input 'HxW' (e.g. '480x640'); empty: the backbone's default. Must "
+                  'match the map.', True),
+    ParameterSpec('num_local', 'num_local', 0,
+                  "Local tokens per image; 0: the backbone's default. Must match the map.", True,
+                  integer_range=(0, 4096)),
+    ParameterSpec('image_transport', 'image_transport', 'raw',
+                  "'raw': Image on 'image'; 'compressed': CompressedImage on 'image/compressed' "
+                  "(relative to the remapped 'image'); 'both'.", True),
+    ParameterSpec('retrieval.top_k', 'retrieval_top_k', 100,
+                  'Candidates retrieved from the global index.', integer_range=(1, MAX_TOP_K)),
+    ParameterSpec('rerank.top_n', 'rerank_top_n', 100,
+                  'Candidates the reranker reorders (0: global retrieval only; <= '
+                  'retrieval.top_k).', integer_range=(0, MAX_TOP_K)),
+    ParameterSpec('result.top_k', 'result_top_k', 10,
+                  'Candidates reported per result and drawn as markers (<= retrieval.top_k).',
+                  integer_range=(1, MAX_TOP_K)),
+    ParameterSpec('confidence_threshold', 'confidence_threshold', 0.5,
+                  'Confidence at or above which a result is a match (fix and pose published).',
+                  float_range=(0.0, 1.0)),
+    ParameterSpec('threshold_m', 'threshold_m', 25.0,
+                  'Distance (m) that counts as the same place; scales the fix covariance.', True,
+                  float_range=(0.01, 100_000.0)),
+    ParameterSpec('visualization', 'visualization', True,
+                  'Publish match_image (query beside the matched map image).'),
+    ParameterSpec('map_frame_id', 'map_frame_id', 'map',
+                  "Frame id of the map's local ENU frame (pose and markers).", True),
+    ParameterSpec('publish_markers_every_n', 'publish_markers_every_n', 100,
+                  'Republish all map places with the markers every N processed frames (0: only '
+                  'at startup).', integer_range=(0, 1_000_000)),
+    ParameterSpec('diagnostics_period_s', 'diagnostics_period_s', 1.0,
+                  'Period of /diagnostics messages, seconds.', True, float_range=(0.1, 60.0)),
+)
+
+
+def parse_input_size(text: str) -> tuple[int, int] | None:
+    """``'480x640'`` -> (480, 640); empty -> None."""
+    text = text.strip()
+    if not text:
+        return None
+    match = re.fullmatch(r'(\d+)\s*[xX,]\s*(\d+)', text)
+    if match is None:
+        raise ConfigError(f"input_size '{text}' must be 'HxW', e.g. '480x640'")
+    height, width = int(match.group(1)), int(match.group(2))
+    if min(height, width) < 16:
+        raise ConfigError(f"input_size '{text}' must be at least one 16-px patch each way")
+    return height, width
+
+
+@dataclass(frozen=True)
+class NodeParameters:
+    """Validated parameter values of the localization node."""
+
+    map: str
+    checkpoint: str = ''
+    backbone: str = 'r2former'
+    device: str = 'auto'
+    input_size: str = ''
+    num_local: int = 0
+    image_transport: str = 'raw'
+    retrieval_top_k: int = 100
+    rerank_top_n: int = 100
+    result_top_k: int = 10
+    confidence_threshold: float = 0.5
+    threshold_m: float = 25.0
+    visualization: bool = True
+    map_frame_id: str = 'map'
+    publish_markers_every_n: int = 100
+    diagnostics_period_s: float = 1.0
+
+    @property
+    def input_hw(self) -> tuple[int, int] | None:
+        """The model input size, None for the backbone's default."""
+        return parse_input_size(self.input_size)
+
+    @property
+    def localizer_config(self) -> LocalizerConfig:
+        """The core settings these parameters stand for."""
+        return LocalizerConfig(
+            retrieval_top_k=self.retrieval_top_k, rerank_top_n=self.rerank_top_n,
+            result_top_k=self.result_top_k, confidence_threshold=self.confidence_threshold,
+            threshold_m=self.threshold_m)
+
+    def validate(self) -> NodeParameters:
+        """Raise ConfigError naming the first bad value; return self."""
+        if not self.map:
+            raise ConfigError("parameter 'map' is required: the map directory from build_map")
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone '{self.backbone}' is not one of {', '.join(BACKBONES)}")
+        if self.image_transport not in TRANSPORTS:
+            raise ConfigError(f"image_transport '{self.image_transport}' is not one of "
+                              f"{', '.join(TRANSPORTS)}")
+        if self.num_local < 0:
+            raise ConfigError(f'num_local={self.num_local} must be >= 0 (0 = default)')
+        if not self.map_frame_id:
+            raise ConfigError('map_frame_id must not be empty')
+        if self.publish_markers_every_n < 0:
+            raise ConfigError('publish_markers_every_n must be >= 0')
+        if self.diagnostics_period_s <= 0:
+            raise ConfigError('diagnostics_period_s must be > 0')
+        self.input_hw  # noqa: B018 - parses, raising ConfigError
+        resolve_device(self.device)  # the same check load_place_model makes
+        self.localizer_config.validate()
+        return self
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> NodeParameters:
+        """Build from ``{ros name: value}`` (missing names take the defaults) and validate."""
+        by_name = {spec.name: spec for spec in SPECS}
+        unknown = set(values) - set(by_name)
+        if unknown:
+            raise ConfigError(f'unknown parameter(s): {", ".join(sorted(unknown))}')
+        kwargs = {by_name[name].attribute: value for name, value in values.items()}
+        return cls(**kwargs).validate()
+
+
+assert {s.attribute for s in SPECS} == {f.name for f in fields(NodeParameters)}
+
+
+def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
+    """Return the ParameterDescriptor (description, read_only, range) of one spec."""
+    desc = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.integer_range is not None:
+        desc.integer_range = [IntegerRange(from_value=spec.integer_range[0],
+                                           to_value=spec.integer_range[1], step=0)]
+    if spec.float_range is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=spec.float_range[0],
+                                                        to_value=spec.float_range[1], step=0.0)]
+    return desc
+
+
+def declare_parameters(node: Node) -> None:
+    """Declare every parameter of :data:`SPECS` on ``node``."""
+    for spec in SPECS:
+        node.declare_parameter(spec.name, spec.default, descriptor(spec))
+
+
+def read_parameters(node: Node) -> NodeParameters:
+    """Read the declared parameters and validate them (ConfigError on a bad value)."""
+    return NodeParameters.from_values(
+        {spec.name: node.get_parameter(spec.name).value for spec in SPECS})
+
+
+def with_changes(current: NodeParameters, changes: Mapping[str, Any]) -> NodeParameters:
+    """Return ``current`` with some ROS-named values replaced, validated."""
+    values = {spec.name: getattr(current, spec.attribute) for spec in SPECS}
+    values.update(changes)
+    return NodeParameters.from_values(values)
