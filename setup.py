@@ -21,7 +21,9 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=['r2former_ros', 'r2former_ros.*']),
-    package_data={'r2former_ros': ['py.typed']},
+    package_data={'r2former_ros': ['py.typed', 'data/**/*']},
+    # The .msg files: localize-bag registers them with rosbags (looked up under <prefix>/share).
+    data_files=[('share/r2former_ros/msg', sorted(str(p) for p in Path('msg').glob('*.msg')))],
     # Lower bounds only: users bring their own CUDA build of torch; CI pins exact versions.
     install_requires=[
         'numpy>=1.23',
