@@ -1,0 +1,227 @@
+"""
+`build_map`: build a place-recognition map from recorded bags or a geotagged image folder.
+
+Installed as a console script (pip) and as ``lib/r2former_ros/build_map`` (``ros2 run``); needs
+no ROS installation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from r2former_ros.core.backends import BACKBONES
+from r2former_ros.core.errors import R2FormerError
+from r2former_ros.core.image_sources import LAYOUTS
+from r2former_ros.core.mapdb import LOCAL_FORMATS
+from r2former_ros.core.mapping import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_GPS_GAP_S,
+    DEFAULT_MIN_DISTANCE_M,
+    INDEX_TYPES,
+    BuildOptions,
+    BuildReport,
+    build_map,
+    read_topics,
+)
+
+PROG = 'build_map'
+
+EPILOG = f"""\
+examples:
+  # what does the bag hold?
+  build_map --bag drive_2024_05_01 --list-topics
+
+  # a map from one drive (rosbag2 directory, .db3 or .mcap, a bare .mcap or a ROS 1 .bag)
+  build_map --bag drive_2024_05_01 --image-topic /camera/image_raw/compressed \\
+      --gps-topic /gps/fix --out maps/campus --checkpoint CVPR23_DeitS_Rerank.pth
+
+  # two drives, heading from odometry, on a GPU server
+  build_map --bag morning --bag evening --image-topic /cam/image --gps-topic /fix \\
+      --pose-topic /odom --device cuda --batch-size 64 --out maps/campus --overwrite
+
+  # add a later drive to an existing map (same checkpoint only)
+  build_map --bag drive_2024_06_01 --image-topic /cam/image --gps-topic /fix \\
+      --out maps/campus --append
+
+  # a dataset folder: VPR benchmark names (@UTM_east@UTM_north@zone@letter@lat@lon@...@.jpg)
+  build_map --images pitts30k/images/test/database --layout vg --out maps/pitts30k
+  # ... or a folder plus a CSV with columns file, lat, lon[, alt][, heading]
+  build_map --images photos --csv photos/positions.csv --out maps/photos
+
+keyframes: an image becomes a place when the robot moved --min-distance metres (default
+{DEFAULT_MIN_DISTANCE_M:g}) or --min-interval seconds passed since the last kept image. Why
+{DEFAULT_MIN_DISTANCE_M:g} m: place recognition is judged correct within 25 m (R2Former and the VPR
+benchmarks) and localization aims at 10-25 m, so a place every {DEFAULT_MIN_DISTANCE_M:g} m leaves
+several map images within any 10 m, robust to occlusion and viewpoint change, while a 10 km
+route stays at 5000 places. Without it a 15 Hz camera at walking speed (1.4 m/s) gives 10
+images per metre: 20x the map for almost no recall. Image folders keep every image.
+
+failures: exit code 2 and one line naming the problem (missing topic with the available ones,
+truncated or corrupt bag, no usable GPS fix, existing output without --overwrite/--append,
+a map from another checkpoint). Images that cannot be decoded (unknown encoding, corrupt
+JPEG) are skipped and counted in the manifest (undecodable_skipped); the build fails only
+when none decodes. Nothing is ever half-written: the map is built in a temporary sibling
+directory and renamed into place, and a failure or Ctrl-C leaves the previous map (or none).
+"""
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    """Parse ``HxW`` (e.g. ``480x640``)."""
+    try:
+        height, width = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not HxW, e.g. 480x640') from None
+    if height <= 0 or width <= 0:
+        raise argparse.ArgumentTypeError(f'{text!r}: sizes must be positive')
+    return height, width
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``build_map`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.strip().split('\n')[0].split(': ', 1)[1],
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = parser.add_argument_group('input')
+    src.add_argument('--bag', action='append', default=[], metavar='PATH',
+                     help='rosbag2 directory, .db3/.mcap file or ROS 1 .bag (repeatable; read in '
+                          'the given order)')
+    src.add_argument('--image-topic', metavar='TOPIC',
+                     help='sensor_msgs/Image or CompressedImage topic')
+    src.add_argument('--gps-topic', metavar='TOPIC', help='sensor_msgs/NavSatFix topic')
+    src.add_argument('--pose-topic', metavar='TOPIC',
+                     help='optional nav_msgs/Odometry or geometry_msgs/PoseStamped topic for '
+                          'the heading (default: direction of GPS motion)')
+    src.add_argument('--list-topics', action='store_true',
+                     help="print the bags' topics, types and message counts, then exit")
+    src.add_argument('--images', metavar='DIR', help='image folder instead of bags')
+    src.add_argument('--csv', metavar='FILE',
+                     help='positions of the --images files: columns file, lat, lon[, alt]'
+                          '[, heading in compass degrees]')
+    src.add_argument('--layout', choices=LAYOUTS,
+                     help='--images file names carry the position (VPR benchmark layout)')
+    sel = parser.add_argument_group('keyframes and geotagging')
+    sel.add_argument('--min-distance', type=float, default=DEFAULT_MIN_DISTANCE_M,
+                     metavar='METRES',
+                     help=f'keep an image after moving this far (default '
+                          f'{DEFAULT_MIN_DISTANCE_M:g}; see below)')
+    sel.add_argument('--min-interval', type=float, metavar='SECONDS',
+                     help='also keep an image this long after the last kept one (default: off)')
+    sel.add_argument('--all-frames', action='store_true', help='keep every geotagged image')
+    sel.add_argument('--max-gps-gap', type=float, default=DEFAULT_MAX_GPS_GAP_S,
+                     metavar='SECONDS',
+                     help='drop images farther than this from a usable fix on either side '
+                          f'(default {DEFAULT_MAX_GPS_GAP_S:g})')
+    mdl = parser.add_argument_group('model')
+    mdl.add_argument('--checkpoint', metavar='FILE',
+                     help='R2Former checkpoint (default: $R2FORMER_CHECKPOINT or the cache; '
+                          'without one, seeded random weights with a warning)')
+    mdl.add_argument('--backbone', choices=BACKBONES, default='r2former')
+    mdl.add_argument('--device', default='auto', metavar='cpu|cuda|auto',
+                     help='where the model runs (default auto: cuda when available)')
+    mdl.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE,
+                     help=f'images per model call (default {DEFAULT_BATCH_SIZE})')
+    mdl.add_argument('--input-size', type=_input_size, metavar='HxW',
+                     help="model input size (default the backbone's, 480x640; smaller only "
+                          'for tests)')
+    mdl.add_argument('--num-local', type=int,
+                     help='local features per image (default 500; smaller only for tests)')
+    out = parser.add_argument_group('output')
+    out.add_argument('--out', metavar='MAP_DIR', help='map directory to write')
+    mode = out.add_mutually_exclusive_group()
+    mode.add_argument('--append', action='store_true',
+                      help='add places to the map at --out (same checkpoint only); the index '
+                           'is rebuilt')
+    mode.add_argument('--overwrite', action='store_true', help='replace the map at --out')
+    out.add_argument('--local-format', choices=LOCAL_FORMATS, default='int8',
+                     help='local descriptor storage: int8 (default, half the size, within '
+                          '1/254 per component) or fp16')
+    out.add_argument('--index', choices=INDEX_TYPES, default=None,
+                     help='global index: auto (default: exact for small maps, IVF above), '
+                          'exact, ivf or hnsw; on --append the stored choice')
+    out.add_argument('--no-thumbnails', action='store_true',
+                     help='skip the small JPEG previews')
+    out.add_argument('--no-calibrate', action='store_true',
+                     help='skip fitting the confidence calibration after building')
+    parser.add_argument('--quiet', action='store_true',
+                        help='no progress bar, warnings and errors only')
+    return parser
+
+
+class _UsageError(Exception):
+    """A flag combination argparse cannot express; reported like argparse errors."""
+
+
+def _list_topics(args: argparse.Namespace) -> int:
+    """Print topics as an aligned table."""
+    if not args.bag:
+        raise _UsageError('--list-topics needs --bag PATH')
+    topics = read_topics(args.bag)
+    width = max([len('topic')] + [len(t.name) for t in topics])
+    type_width = max([len('type')] + [len(t.msgtype) for t in topics])
+    print(f'{"topic":<{width}}  {"type":<{type_width}}  count')
+    for topic in topics:
+        print(f'{topic.name:<{width}}  {topic.msgtype:<{type_width}}  {topic.count}')
+    return 0
+
+
+def _options(args: argparse.Namespace) -> BuildOptions:
+    if not args.out:
+        raise _UsageError('--out MAP_DIR is required')
+    return BuildOptions(
+        out=args.out, bags=args.bag, image_topic=args.image_topic, gps_topic=args.gps_topic,
+        pose_topic=args.pose_topic, images_dir=args.images, csv_file=args.csv,
+        layout=args.layout, min_distance_m=args.min_distance, min_interval_s=args.min_interval,
+        all_frames=args.all_frames, max_gps_gap_s=args.max_gps_gap, batch_size=args.batch_size,
+        append=args.append, overwrite=args.overwrite, local_format=args.local_format,
+        index_type=args.index, thumbnails=not args.no_thumbnails,
+        calibrate=not args.no_calibrate, progress=not args.quiet, backbone=args.backbone,
+        checkpoint=args.checkpoint, device=args.device, input_hw=args.input_size,
+        num_local=args.num_local)
+
+
+def _summary(report: BuildReport) -> str:
+    lines = [f'wrote {report.path}: {report.added} new places, {report.num_places} in the map']
+    for source in report.sources:
+        where = source.get('bag') or source.get('images_dir')
+        dropped = ''
+        if source['kind'] == 'rosbag':
+            dropped = (f', {source["dropped_gps_gap"]} dropped in GPS gaps, '
+                       f'{source["dropped_outside_fixes"]} outside the fixes, '
+                       f'{source["not_keyframe"]} between keyframes')
+        lines.append(f'  {where}: {source["images_read"]} images read, {source["kept"]} kept'
+                     f'{dropped}, {source["undecodable_skipped"]} undecodable skipped')
+    seconds = report.seconds
+    lines.append(f'  time: {seconds["total_s"]:.1f} s total, {seconds["plan_s"]:.1f} s planning, '
+                 f'{seconds["read_decode_s"]:.1f} s reading+decoding, '
+                 f'{seconds["model_s"]:.1f} s model'
+                 + ('' if report.calibrated else '; not calibrated'))
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``build_map``; every failure is one line on stderr and a non-zero exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format='%(levelname)s %(name)s: %(message)s')
+    try:
+        if args.list_topics:
+            return _list_topics(args)
+        report = build_map(_options(args))
+    except _UsageError as err:
+        parser.error(str(err))  # exits 2 with the usage line
+    except R2FormerError as err:
+        print(f'{PROG}: error: {err}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f'{PROG}: interrupted; no map was written or changed', file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(_summary(report))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""
+`r2former map`: inspect and check map directories.
+
+    r2former map info MAP_DIR [--json]     summary from the manifest (no data files read)
+    r2former map verify MAP_DIR            full check: checksums, sizes, shapes, index, thumbnails
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from r2former_ros.core.mapdb import map_info, verify_map
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``map`` verb and its ``info`` / ``verify`` actions to the umbrella parser."""
+    parser = subparsers.add_parser('map', help='inspect or verify a map directory',
+                                   description=__doc__.strip().split('\n')[0].split(': ', 1)[1])
+    actions = parser.add_subparsers(dest='map_action', metavar='ACTION')
+    actions.required = True
+    info = actions.add_parser('info', help='summarise a map (places, size, model, sources)')
+    info.add_argument('map_dir', metavar='MAP_DIR')
+    info.add_argument('--json', action='store_true', help='machine-readable output')
+    info.set_defaults(func=run_info)
+    verify = actions.add_parser('verify', help='check every file of a map; exit 1 on problems')
+    verify.add_argument('map_dir', metavar='MAP_DIR')
+    verify.set_defaults(func=run_verify)
+
+
+def _source_line(source: dict[str, Any]) -> str:
+    """One line per source: where it came from and its counters."""
+    where = source.get('bag') or source.get('images_dir') or source.get('name') or '?'
+    topic = f' {source["image_topic"]}' if source.get('image_topic') else ''
+    counters = [f'{key}={source[key]}' for key in (
+        'images_read', 'kept', 'dropped_gps_gap', 'dropped_outside_fixes', 'not_keyframe',
+        'undecodable_skipped') if key in source]
+    return f'{source.get("kind", "?")} {where}{topic}' + (f' ({", ".join(counters)})'
+                                                          if counters else '')
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """Human-readable form of :func:`map_info`."""
+    origin = info.get('origin') or {}
+    rows = [
+        ('map', info['path']),
+        ('places', info['num_places']),
+        ('bytes/place', f'{info["bytes_per_place"]:.0f}'),
+        ('format', f'{info["format_version"]} (tool {info.get("tool_version")}, '
+                   f'created {info.get("created")})'),
+        ('model', f'{info["backbone"]} {info["input_hw"][0]}x{info["input_hw"][1]}, '
+                  f'{info["num_local"]} local x {info["local_dim"]}, global {info["global_dim"]}'),
+        ('checkpoint', info['checkpoint_sha256']),
+        ('local format', info['local_format']),
+        ('index', info['index_type']),
+        ('origin', ', '.join(f'{key} {origin[key]}' for key in ('lat', 'lon', 'alt')
+                             if key in origin) or 'none'),
+        ('thumbnails', 'yes' if info['has_thumbnails'] else 'no'),
+        ('calibrated', 'yes' if info['calibrated'] else 'no'),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f'{name:<{width}}  {value}' for name, value in rows]
+    for i, source in enumerate(info.get('sources') or []):
+        lines.append(f'{"source " + str(i):<{width}}  {_source_line(source)}')
+    return '\n'.join(lines)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print the summary of a map."""
+    info = map_info(args.map_dir)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Check a map completely; list every problem and return 1 when there is any."""
+    problems = verify_map(args.map_dir)
+    if problems:
+        print(f'{args.map_dir}: {len(problems)} problem(s):')
+        for problem in problems:
+            print(f'  - {problem}')
+        return 1
+    info = map_info(args.map_dir)
+    print(f'{args.map_dir}: OK ({info["num_places"]} places; checksums, sizes, shapes, index '
+          'and thumbnails match the manifest)')
+    return 0
