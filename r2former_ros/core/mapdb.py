@@ -1218,7 +1218,8 @@ def map_info(path: str | Path) -> dict[str, Any]:
         'origin': manifest['origin'],
         'sources': manifest['sources'],
         'has_thumbnails': bool(manifest.get('thumbnails')),
-        'calibrated': manifest.get('calibration') is not None,
+        # A calibration block without weights records why fitting was skipped: not calibrated.
+        'calibrated': bool((manifest.get('calibration') or {}).get('weights')),
     }
 
 
