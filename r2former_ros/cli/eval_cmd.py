@@ -1,0 +1,137 @@
+"""
+`r2former eval`: recall@N, latency and confidence quality on an image dataset or a query bag.
+
+    r2former eval --dataset DIR --layout vg|vprbench [--checkpoint FILE] --json OUT [--plots DIR]
+    r2former eval --map MAP_DIR --bag QUERY_BAG --image-topic T --gps-topic T --json OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+from typing import Any
+
+from r2former_ros.core.errors import ConfigError
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """'480x640' -> (480, 640)."""
+    try:
+        height, width = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HxW (e.g. 480x640)") from None
+    if height < 16 or width < 16:
+        raise argparse.ArgumentTypeError(f"input size '{text}' is too small")
+    return height, width
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, backbone_choices: list[str]) -> None:
+    """Add the flags that choose the place model (shared with the demo)."""
+    parser.add_argument('--backbone', choices=backbone_choices, default=backbone_choices[0],
+                        help='place model (default: %(default)s)')
+    parser.add_argument('--checkpoint', help='weights file (R2Former: the official '
+                        'CVPR23_DeitS_Rerank.pth; default: $R2FORMER_CHECKPOINT or the cache)')
+    parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
+    parser.add_argument('--input-size', type=parse_hw, metavar='HxW',
+                        help="model input size (default: the backbone's)")
+    parser.add_argument('--num-local', type=int, metavar='K',
+                        help="local tokens per image (default: the backbone's)")
+
+
+def register(subparsers: Any) -> None:
+    """Add the `eval` verb."""
+    parser = subparsers.add_parser(
+        'eval', help='recall@N, latency and confidence on a dataset or a query bag',
+        description=__doc__.split('\n\n')[0].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_argument_group('what to evaluate (a dataset, or a map and a query bag)')
+    source.add_argument('--dataset', type=Path, help='image dataset directory')
+    source.add_argument('--layout', choices=['vg', 'vprbench'],
+                        help='vg: database/ + queries/ with @utm_east@utm_north@ in the names; '
+                             'vprbench: ref/ + query/ + ground_truth_new.npy')
+    source.add_argument('--map', type=Path, dest='map_dir', help='map directory')
+    source.add_argument('--bag', type=Path, nargs='+', help='query bag(s)')
+    source.add_argument('--image-topic', help='query image topic')
+    source.add_argument('--gps-topic', help='query NavSatFix topic (the ground truth)')
+    source.add_argument('--every', type=int, default=1, help='use every N-th bag image')
+    add_model_arguments(parser, ['r2former', 'dinov2-s14'])
+    parser.add_argument('--threshold-m', type=float, default=25.0,
+                        help='a match is true within this distance (default: %(default)s)')
+    parser.add_argument('--rerank-top', type=int, default=100, metavar='N',
+                        help='candidates reranked; 0 = global only (default: %(default)s)')
+    parser.add_argument('--confidence-threshold', type=float, default=0.5,
+                        help='"no match" below this confidence (default: %(default)s)')
+    parser.add_argument('--no-calibrate', action='store_true',
+                        help='do not calibrate an uncalibrated map in memory')
+    parser.add_argument('--max-queries', type=int, help='stop after this many queries')
+    parser.add_argument('--json', type=Path, required=True, help='write the results here')
+    parser.add_argument('--plots', type=Path, help='write PNG plots into this directory')
+    parser.set_defaults(func=run)
+
+
+def _check(args: argparse.Namespace) -> str:
+    dataset = args.dataset is not None
+    bag = args.map_dir is not None or args.bag is not None
+    if dataset == bag:
+        raise ConfigError('give either --dataset DIR --layout vg|vprbench, or --map MAP_DIR '
+                          '--bag BAG --image-topic T --gps-topic T')
+    if dataset and not args.layout:
+        raise ConfigError('--dataset needs --layout vg or --layout vprbench')
+    if bag and not (args.map_dir and args.bag and args.image_topic and args.gps_topic):
+        raise ConfigError('bag evaluation needs --map, --bag, --image-topic and --gps-topic')
+    if args.rerank_top < 0 or args.threshold_m <= 0 or args.every < 1:
+        raise ConfigError('--rerank-top must be >= 0, --threshold-m > 0 and --every >= 1')
+    return 'dataset' if dataset else 'bag'
+
+
+def _load_model(args: argparse.Namespace, mode: str) -> Any:
+    from r2former_ros.core.backends import load_place_model  # noqa: PLC0415 - torch is slow
+    from r2former_ros.core.mapdb import map_info  # noqa: PLC0415
+
+    input_hw, num_local, backbone = args.input_size, args.num_local, args.backbone
+    if mode == 'bag':
+        # The map fixes the model: default to what it was built with.
+        info = map_info(args.map_dir)
+        input_hw = input_hw or tuple(info['input_hw'])
+        num_local = num_local or info['num_local']
+        if info['backbone'] != backbone:
+            print(f'note: the map was built with backbone {info["backbone"]}; using it',
+                  file=sys.stderr)
+            backbone = info['backbone']
+    return load_place_model(backbone=backbone, checkpoint=args.checkpoint, device=args.device,
+                            input_hw=input_hw, num_local=num_local)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation, print the table, write JSON and plots."""
+    from r2former_ros.core import evaluation  # noqa: PLC0415
+
+    mode = _check(args)
+    model = _load_model(args, mode)
+    print(evaluation.model_banner(model), flush=True)
+    settings = evaluation.EvalSettings(threshold_m=args.threshold_m,
+                                       rerank_top_n=args.rerank_top,
+                                       retrieval_top_k=max(100, args.rerank_top),
+                                       confidence_threshold=args.confidence_threshold,
+                                       calibrate=not args.no_calibrate,
+                                       max_queries=args.max_queries)
+    if args.rerank_top and not model.has_reranker:
+        print('note: this model has no reranker; reporting global-only recall', file=sys.stderr)
+
+    def progress(line: str) -> None:
+        print(f'  {line}', file=sys.stderr, flush=True)
+
+    if mode == 'dataset':
+        result = evaluation.evaluate_dataset(model, args.dataset, args.layout, settings,
+                                             progress=progress)
+    else:
+        result = evaluation.evaluate_bag(model, args.map_dir, args.bag, args.image_topic,
+                                         args.gps_topic, settings, every=args.every,
+                                         progress=progress)
+    plots = evaluation.write_plots(result, args.plots) if args.plots else []
+    result.summary['plots'] = [str(p) for p in plots]
+    result.to_json(args.json)
+    print('\n'.join(evaluation.format_table(result.summary).splitlines()[1:]))
+    print(f'wrote {args.json}' + (f' and {len(plots)} plots in {args.plots}' if plots else ''))
+    return 0

@@ -1,0 +1,91 @@
+"""`r2former eval` on a tiny generated VG dataset and on a generated query bag against a map."""
+
+import json
+
+import cv2
+from model_factory import TINY_CONFIG
+import pytest
+from route_world import make_route
+
+from r2former_ros.cli.main import main
+from r2former_ros.core.evaluation import RECALL_NS
+
+TINY_FLAGS = ['--input-size', 'x'.join(map(str, TINY_CONFIG.input_hw)),
+              '--num-local', str(TINY_CONFIG.num_local)]
+
+
+@pytest.fixture(autouse=True)
+def no_cached_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv('R2FORMER_CACHE', str(tmp_path / 'empty-cache'))
+    monkeypatch.delenv('R2FORMER_CHECKPOINT', raising=False)
+
+
+def write_vg_dataset(root, num_places=8):
+    """Route windows as a VG-layout dataset: 10 m apart along UTM east, queries 2 m on."""
+    world = make_route(num_places=num_places)
+    for folder, images, east in (('database', world.map_images, world.map_east),
+                                 ('queries', world.query_images, world.query_east)):
+        (root / folder).mkdir(parents=True)
+        for i, (rgb, e) in enumerate(zip(images, east, strict=True)):
+            small = cv2.resize(rgb, (160, 120), interpolation=cv2.INTER_AREA)
+            name = f'@{500000 + e:.2f}@{4000000.0:.2f}@33@U@@@{i:04d}@.jpg'
+            cv2.imwrite(str(root / folder / name), cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+    return world
+
+
+def check_summary(summary, num_queries):
+    for key in ('recall_global', 'recall_reranked'):
+        assert set(summary[key]) == {str(n) for n in RECALL_NS}
+        assert all(0.0 <= v <= 1.0 for v in summary[key].values())
+    assert summary['num_queries'] == num_queries
+    assert 0.0 <= summary['ece'] <= 1.0
+    assert summary['backbone'] == 'r2former' and summary['weights'] == 'random'
+    assert {'extract', 'retrieve', 'total'} <= set(summary['latency_ms'])
+
+
+def test_eval_vg_dataset_writes_json_and_plots(tmp_path, capsys):
+    write_vg_dataset(tmp_path / 'ds')
+    out, plots = tmp_path / 'res.json', tmp_path / 'plots'
+    code = main(['eval', '--dataset', str(tmp_path / 'ds'), '--layout', 'vg', *TINY_FLAGS,
+                 '--rerank-top', '4', '--json', str(out), '--plots', str(plots)])
+    assert code == 0
+    summary = json.loads(out.read_text())
+    check_summary(summary, 7)
+    assert summary['rerank_top_n'] == 4 and summary['layout'] == 'vg'
+    for name in ('recall_at_n.png', 'confidence_pr.png', 'reliability.png'):
+        assert (plots / name).stat().st_size > 1000
+    if summary['recall_reranked']['1'] < 1.0:
+        assert (plots / 'wrong_top1_mosaic.png').is_file()
+    first = capsys.readouterr().out.splitlines()[0]
+    assert 'r2former' in first and 'numbers mean nothing' in first
+
+
+def test_eval_query_bag_against_map(tmp_path, capsys):
+    from r2former_ros.cli.demo import GPS_TOPIC, IMAGE_TOPIC, demo_data_dir, write_traverse_bag
+    from r2former_ros.core.mapping import BuildOptions, build_map
+
+    data = demo_data_dir()
+    refs, queries = sorted((data / 'ref').glob('*.jpg'))[:6], \
+        sorted((data / 'query').glob('*.jpg'))[:6]
+    map_bag = write_traverse_bag(tmp_path / 'map_bag', refs)
+    query_bag = write_traverse_bag(tmp_path / 'query_bag', queries, lateral_m=1.0)
+    build_map(BuildOptions(out=tmp_path / 'map', bags=[map_bag], image_topic=IMAGE_TOPIC,
+                           gps_topic=GPS_TOPIC, all_frames=True, progress=False,
+                           input_hw=TINY_CONFIG.input_hw, num_local=TINY_CONFIG.num_local,
+                           device='cpu'))
+    out = tmp_path / 'bag.json'
+    # The map fixes input size and token count; no model flags needed.
+    code = main(['eval', '--map', str(tmp_path / 'map'), '--bag', str(query_bag),
+                 '--image-topic', IMAGE_TOPIC, '--gps-topic', GPS_TOPIC, '--rerank-top', '3',
+                 '--json', str(out)])
+    assert code == 0
+    summary = json.loads(out.read_text())
+    check_summary(summary, 6)
+    assert summary['bag_images']['images'] == 6 and summary['bag_images']['skipped_no_gps'] == 0
+
+
+def test_eval_rejects_mixed_sources(tmp_path, capsys):
+    code = main(['eval', '--dataset', str(tmp_path), '--map', str(tmp_path), '--json',
+                 str(tmp_path / 'x.json')])
+    assert code == 2
+    assert 'either --dataset' in capsys.readouterr().err
