@@ -543,9 +543,13 @@ def test_map_info_and_calibration(tmp_path):
     assert info['origin'] == ORIGIN and info['sources'][0]['bag'] == 'run1.mcap'
     assert info['bytes_per_place'] == MapDatabase.open(path).bytes_per_place()
     assert not info['calibrated']
-    mapdb.write_calibration(path, {'method': 'logistic', 'a': np.float32(2.5), 'b': -1.0})
-    assert MapDatabase.open(path).manifest['calibration'] == {'method': 'logistic', 'a': 2.5,
-                                                              'b': -1.0}
+    # a block that only records why fitting was skipped does not make the map calibrated
+    mapdb.write_calibration(path, {'method': 'logistic', 'weights': None, 'info': {'skipped': 1}})
+    assert not mapdb.map_info(path)['calibrated']
+    mapdb.write_calibration(path, {'method': 'logistic', 'weights': [np.float32(2.5)],
+                                   'bias': -1.0})
+    assert MapDatabase.open(path).manifest['calibration'] == {'method': 'logistic',
+                                                              'weights': [2.5], 'bias': -1.0}
     assert mapdb.map_info(path)['calibrated']
     assert mapdb.verify_map(path) == []
     assert siblings(path) == ['map']
