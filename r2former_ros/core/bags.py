@@ -382,6 +382,28 @@ def _as_topics(topics: str | Iterable[str]) -> list[str]:
     return names
 
 
+def _image_messages(paths: Paths, topics: str | Sequence[str],
+                    stamp_source: str) -> Iterator[tuple[Path, Connection, int, int, int, Any]]:
+    """
+    Yield image messages of `topics` bag by bag: (path, connection, index, stamp, receive, msg).
+
+    `index` counts every message of the topic in its bag, so selections made on one pass (stamps)
+    address the same messages on the next (pixels).
+    """
+    names = _as_topics(topics)
+    stamper = _Stamper(stamp_source)
+    bag_paths = _as_path_list(paths)
+    _check_requested(bag_paths, names, IMAGE_TYPES, 'an image type')
+    for path in bag_paths:
+        with _open_bag(path) as bag:
+            counters = dict.fromkeys(names, 0)
+            for connection, receive_ns, message in _messages(bag, names):
+                index = counters[connection.topic]
+                counters[connection.topic] += 1
+                stamp = stamper(bag, connection.topic, message, receive_ns)
+                yield path, connection, index, stamp, receive_ns, message
+
+
 def iter_images(
     paths: Paths,
     topics: str | Iterable[str],
@@ -414,30 +436,21 @@ def iter_images(
         ConfigError: Unknown stamp_source.
 
     """
-    names = _as_topics(topics)
-    stamper = _Stamper(stamp_source)
-    bag_paths = _as_path_list(paths)
-    _check_requested(bag_paths, names, IMAGE_TYPES, 'an image type')
-    for path in bag_paths:
-        with _open_bag(path) as bag:
-            counters = dict.fromkeys(names, 0)
-            for connection, receive_ns, message in _messages(bag, names):
-                index = counters[connection.topic]
-                counters[connection.topic] += 1
-                if select is not None and not select(str(path), connection.topic, index):
-                    continue
-                try:
-                    rgb = _decode_image(message, connection.msgtype)
-                except ImageError as err:
-                    text = f'bag {path} topic {connection.topic} message {index}: {err}'
-                    if not skip_undecodable:
-                        raise ImageError(text) from err
-                    _LOG.warning('skipping undecodable image: %s', text)
-                    if on_skip is not None:
-                        on_skip(text)
-                    continue
-                stamp = stamper(bag, connection.topic, message, receive_ns)
-                yield ImageRecord(stamp, str(path), connection.topic, index, rgb, receive_ns)
+    for path, connection, index, stamp, receive_ns, message in _image_messages(
+            paths, topics, stamp_source):
+        if select is not None and not select(str(path), connection.topic, index):
+            continue
+        try:
+            rgb = _decode_image(message, connection.msgtype)
+        except ImageError as err:
+            text = f'bag {path} topic {connection.topic} message {index}: {err}'
+            if not skip_undecodable:
+                raise ImageError(text) from err
+            _LOG.warning('skipping undecodable image: %s', text)
+            if on_skip is not None:
+                on_skip(text)
+            continue
+        yield ImageRecord(stamp, str(path), connection.topic, index, rgb, receive_ns)
 
 
 @dataclass(frozen=True)
@@ -475,18 +488,9 @@ def iter_image_stamps(
         ConfigError: Unknown stamp_source.
 
     """
-    names = _as_topics(topics)
-    stamper = _Stamper(stamp_source)
-    bag_paths = _as_path_list(paths)
-    _check_requested(bag_paths, names, IMAGE_TYPES, 'an image type')
-    for path in bag_paths:
-        with _open_bag(path) as bag:
-            counters = dict.fromkeys(names, 0)
-            for connection, receive_ns, message in _messages(bag, names):
-                index = counters[connection.topic]
-                counters[connection.topic] += 1
-                stamp = stamper(bag, connection.topic, message, receive_ns)
-                yield ImageStamp(stamp, str(path), connection.topic, index, receive_ns)
+    for path, connection, index, stamp, receive_ns, _ in _image_messages(
+            paths, topics, stamp_source):
+        yield ImageStamp(stamp, str(path), connection.topic, index, receive_ns)
 
 
 def count_messages(paths: Paths, topics: str | Iterable[str]) -> int:

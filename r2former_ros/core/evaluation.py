@@ -46,10 +46,11 @@ from r2former_ros.core.calibration import (
 from r2former_ros.core.confidence import ConfidenceModel, confidence_features
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.geo import place_position, utm_to_wgs84, wgs84_to_enu
+from r2former_ros.core.image_sources import image_files
 from r2former_ros.core.localizer import Localizer, LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase, MapWriter, PlaceRecord
 from r2former_ros.core.types import PlacePosition
-from r2former_ros.core.vprbench import IMAGE_SUFFIXES, load_vprbench, read_rgb
+from r2former_ros.core.vprbench import load_vprbench, read_rgb
 
 LOG = logging.getLogger(__name__)
 
@@ -250,14 +251,6 @@ def _vg_folders(root: Path) -> tuple[Path, Path]:
                       '(or images/test/database and images/test/queries)')
 
 
-def _image_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ConfigError(f'{folder} holds no images')
-    return files
-
-
 def _utm_position(east: float, north: float, zone: int | None, northern: bool | None,
                   origin_e: float, origin_n: float) -> PlacePosition:
     lat = lon = math.nan
@@ -284,7 +277,7 @@ def load_vg_dataset(root: str | Path) -> DatasetSpec:
     """Open a dataset in the VG-benchmark layout: UTM in the file names, 2-D distances in UTM."""
     root = Path(root).expanduser()
     db_dir, q_dir = _vg_folders(root)
-    db_files, q_files = _image_files(db_dir), _image_files(q_dir)
+    db_files, q_files = image_files(db_dir), image_files(q_dir)
     parsed = [parse_vg_name(p.name) for p in db_files]
     origin_e, origin_n = parsed[0][0], parsed[0][1]
     positions = [_utm_position(e, n, z, h, origin_e, origin_n) for e, n, z, h in parsed]

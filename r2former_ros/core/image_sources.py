@@ -50,7 +50,7 @@ class FolderImage:
     heading: float | None = None  # radians ENU (0 = east, counter-clockwise)
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """
     Image files directly in a folder, sorted by name.
 
@@ -132,7 +132,7 @@ def read_vg_folder(folder: str | os.PathLike[str]) -> list[FolderImage]:
 
     """
     result = []
-    for path in _image_files(Path(folder)):
+    for path in image_files(Path(folder)):
         lat, lon = parse_vg_name(path.name)
         result.append(FolderImage(path, lat, lon))
     return result

@@ -25,9 +25,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from r2former_ros.core.errors import ConfigError, ImageError
+from r2former_ros.core.image_sources import image_files
 
 GROUND_TRUTH_FILE = 'ground_truth_new.npy'
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff')
 
 # The only globals a VPR-Bench ground-truth pickle may reference.
 _ALLOWED_GLOBALS = {
@@ -103,11 +103,7 @@ def load_ground_truth(path: str | os.PathLike[str], num_queries: int,
 def _list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise ConfigError(f'{folder} is not a directory (VPR-Bench layout needs ref/ and query/)')
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ConfigError(f'{folder} holds no images')
-    return files
+    return image_files(folder)
 
 
 def read_rgb(path: str | os.PathLike[str]) -> NDArray[np.uint8]:
