@@ -108,7 +108,8 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
                 if record is None:
                     break
                 decode_ms = (time.perf_counter() - start) * 1e3  # bag read + decode
-                result, query_local = rm.localize_rgb(localizer, record.rgb)
+                result, query_local = localizer.localize_image(record.rgb,
+                                                               token_pairs=match_image)
                 stamp = record.stamp_ns
                 fields = rm.place_recognition_fields(
                     result, stamp_ns=stamp, frame_id=frame_id, map_frame_id=map_frame_id,

@@ -95,15 +95,29 @@ class Localizer:
         self._east = np.asarray(places['east'], dtype=np.float64)
         self._north = np.asarray(places['north'], dtype=np.float64)
 
-    def localize(self, rgb: NDArray[np.uint8]) -> LocalizationResult:
+    def localize(self, rgb: NDArray[np.uint8], token_pairs: bool = True) -> LocalizationResult:
         """Localize one HxWx3 uint8 RGB image."""
+        return self.localize_image(rgb, token_pairs)[0]
+
+    def localize_image(self, rgb: NDArray[np.uint8], token_pairs: bool = True
+                       ) -> tuple[LocalizationResult, NDArray[np.float32]]:
+        """
+        Localize one image and also return its (K, C) local rows (for drawing the match image).
+
+        Args:
+            rgb: HxWx3 uint8 RGB.
+            token_pairs: find the strongest token pairs with the best place (only worth it when
+                someone draws them).
+        """
         start = time.perf_counter()
         features = self.model.encode_rgb([rgb])
         extract_ms = (time.perf_counter() - start) * 1e3
-        result = self.localize_features(features.global_desc[0], features.local_feats[0])
+        query_local = features.local_feats[0]
+        result = self.localize_features(features.global_desc[0], query_local,
+                                        token_pairs=token_pairs)
         result.timings_ms['extract'] = extract_ms
         result.timings_ms['total'] += extract_ms
-        return result
+        return result, query_local
 
     def rank(self, query_global: NDArray[np.float32], query_local: NDArray[np.float32],
              exclude: NDArray[np.bool_] | None = None
@@ -148,7 +162,8 @@ class Localizer:
 
     def localize_features(self, query_global: NDArray[np.float32],
                           query_local: NDArray[np.float32],
-                          exclude: NDArray[np.bool_] | None = None) -> LocalizationResult:
+                          exclude: NDArray[np.bool_] | None = None,
+                          token_pairs: bool = True) -> LocalizationResult:
         """Localize precomputed query features (used by evaluation and calibration too)."""
         ids, global_scores, rerank_scores, timings = self.rank(query_global, query_local, exclude)
         if ids.size == 0:
@@ -165,7 +180,8 @@ class Localizer:
                                 None if rerank_scores is None or i >= rerank_scores.size
                                 else float(rerank_scores[i]))
                       for i in range(count)]
-        pairs = strongest_token_pairs(query_local, self.database.local_features(ids[:1])[0])
+        pairs = (strongest_token_pairs(query_local, self.database.local_features(ids[:1])[0])
+                 if token_pairs else [])
         timings['total'] = sum(timings.values())
         return LocalizationResult(confidence >= self.config.confidence_threshold, confidence,
                                   candidates, timings, pairs)

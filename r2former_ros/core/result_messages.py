@@ -24,14 +24,12 @@ from collections.abc import Iterable, Mapping
 import math
 import os
 from pathlib import Path
-import time
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.localizer import Localizer
 from r2former_ros.core.types import Candidate, LocalizationResult, PlacePosition
 
 CONFIDENCE_FLOOR = 0.05
@@ -52,24 +50,6 @@ MESSAGE_NAMES = ('PlaceCandidate', 'PlaceRecognition')  # dependency order
 
 
 # ---------------------------------------------------------------------------- the pipeline
-
-
-def localize_rgb(localizer: Localizer, rgb: NDArray[np.uint8]
-                 ) -> tuple[LocalizationResult, NDArray[np.float32]]:
-    """
-    ``Localizer.localize`` that also returns the query's local features (for the match image).
-
-    Returns:
-        The result (timings: extract, retrieve, rerank, total) and the (K, C) local rows.
-    """
-    start = time.perf_counter()
-    features = localizer.model.encode_rgb([rgb])
-    extract_ms = (time.perf_counter() - start) * 1e3
-    query_local = features.local_feats[0]
-    result = localizer.localize_features(features.global_desc[0], query_local)
-    result.timings_ms['extract'] = extract_ms
-    result.timings_ms['total'] += extract_ms
-    return result, query_local
 
 
 def position_sigma_m(confidence: float, threshold_m: float) -> float:

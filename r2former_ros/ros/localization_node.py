@@ -53,7 +53,6 @@ from r2former_ros.core.backends import load_place_model
 from r2former_ros.core.errors import ConfigError, ImageError, R2FormerError
 from r2former_ros.core.localizer import Localizer
 from r2former_ros.core.mapdb import MapDatabase
-from r2former_ros.core.result_messages import localize_rgb
 from r2former_ros.core.types import LocalizationResult
 from r2former_ros.core.visualize import result_match_image
 from r2former_ros.ros import conversions
@@ -295,7 +294,7 @@ class LocalizationNode(Node):
                                       throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
             return
         decode_ms = (time.perf_counter() - start) * 1e3
-        result, query_local = localize_rgb(self.localizer, rgb)
+        result, query_local = self.localizer.localize_image(rgb, token_pairs=params.visualization)
         header = msg.header
         fix = conversions.to_navsat_fix(result, header=header, threshold_m=params.threshold_m)
         pose = conversions.to_pose(result, header=header, map_frame_id=params.map_frame_id,
