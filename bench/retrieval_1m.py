@@ -1,0 +1,120 @@
+"""
+Retrieval at city scale on this machine: a synthetic 1M-place map (see README, Performance).
+
+    .venv/bin/python bench/retrieval_1m.py [--places 1000000] [--json OUT]
+
+Prints JSON: exact (IndexFlatIP) and IVF search time per query with recall of IVF vs exact, process
+RSS, and how RSS changes when a memory-mapped map is opened and queried (local features are not
+loaded into memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import tempfile
+import time
+
+import numpy as np
+
+from r2former_ros.core import retrieval
+from r2former_ros.core.features import ImageFeatures
+from r2former_ros.core.geo import place_position
+from r2former_ros.core.mapdb import MapDatabase, MapWriter, PlaceRecord
+
+
+def rss_mb() -> float:
+    """Return the current resident set size, MiB (from /proc; ru_maxrss is the peak)."""
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+    return float('nan')
+
+
+def synthetic_unit_vectors(count: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    basis = rng.normal(size=(32, dim)).astype(np.float32)
+    out = np.empty((count, dim), np.float32)
+    for start in range(0, count, 100_000):  # chunks keep the temporary copies small
+        stop = min(count, start + 100_000)
+        block = rng.normal(size=(stop - start, 32)).astype(np.float32) @ basis
+        block += 0.1 * rng.normal(size=block.shape).astype(np.float32)
+        out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def time_search(index, queries: np.ndarray, k: int) -> float:
+    start = time.perf_counter()
+    for row in queries:
+        retrieval.search(index, row[None], k)
+    return (time.perf_counter() - start) * 1e3 / len(queries)
+
+
+def mmap_check(places: int, rng: np.random.Generator) -> dict[str, float]:
+    """Write a map of `places` with full-size int8 locals; RSS when opened and queried."""
+    k, d = 500, 128
+    identity = {'backbone': 'r2former', 'checkpoint': 'synthetic', 'checkpoint_sha256': '0' * 64,
+                'input_hw': [480, 640], 'num_local': k, 'global_dim': 256, 'local_dim': d,
+                'patch_size': 16}
+    origin = (35.0, 139.0, 0.0)
+    token_index = np.stack([rng.permutation(1200)[:k] for _ in range(64)]).astype(np.int64)
+    cols = 40
+    xy = np.stack(((token_index % cols) * 16 + 8, (token_index // cols) * 16 + 8), -1) / 640.0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / 'map'
+        with MapWriter(path, identity, origin={'lat': 35.0, 'lon': 139.0, 'alt': 0.0}) as writer:
+            for start in range(0, places, 64):
+                n = min(64, places - start)
+                local = np.concatenate((xy[:n], np.ones((n, k, 1)),
+                                        rng.normal(size=(n, k, d))), -1).astype(np.float32)
+                glob = rng.normal(size=(n, 256)).astype(np.float32)
+                records = [PlaceRecord(i, place_position(35.0 + i * 1e-6, 139.0, 0.0, origin))
+                           for i in range(start, start + n)]
+                writer.add(ImageFeatures(glob, local, token_index[:n]), records)
+        before = rss_mb()
+        database = MapDatabase.open(path)
+        opened = rss_mb()
+        for _ in range(20):
+            ids = rng.choice(places, 100, replace=False)
+            database.local_features(ids)
+        queried = rss_mb()
+        return {'mmap_map_places': places,
+                'mmap_map_local_bytes': (path / 'local_desc.npy').stat().st_size,
+                'mmap_rss_delta_open_mb': opened - before,
+                'mmap_rss_delta_after_2000_reads_mb': queried - before}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--places', type=int, default=1_000_000)
+    parser.add_argument('--mmap-places', type=int, default=5000)
+    parser.add_argument('--json', type=Path)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    result: dict[str, float] = {'places': args.places, 'rss_start_mb': rss_mb()}
+    vectors = synthetic_unit_vectors(args.places, 256, rng)
+    queries = vectors[rng.choice(args.places, 100, replace=False)]
+    queries = queries + 0.05 * rng.normal(size=queries.shape).astype(np.float32)
+    start = time.perf_counter()
+    exact = retrieval.build_index(vectors, 'exact')
+    result['exact_build_s'] = time.perf_counter() - start
+    result['exact_ms_per_query_top100'] = time_search(exact, queries, 100)
+    result['rss_with_exact_index_mb'] = rss_mb()
+    start = time.perf_counter()
+    ivf = retrieval.build_index(vectors, 'ivf')
+    result['ivf_build_s'] = time.perf_counter() - start
+    result['ivf_params'] = retrieval.search_params(ivf)
+    result['ivf_ms_per_query_top100'] = time_search(ivf, queries, 100)
+    result['ivf_recall_at_100_vs_exact'] = float(retrieval.recall_vs_exact(ivf, exact, queries,
+                                                                           100))
+    result['rss_with_both_indexes_mb'] = rss_mb()
+    del vectors, exact, ivf
+    result.update(mmap_check(args.mmap_places, rng))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + '\n')
+
+
+if __name__ == '__main__':
+    main()
