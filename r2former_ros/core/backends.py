@@ -111,10 +111,10 @@ class R2FormerPlaceModel(PlaceModel):
     name = 'r2former'
 
     def __init__(self, model: R2Former, weights_sha256: str, checkpoint: str | None,
-                 device: torch.device, rerank_mode: str = 'fast', precision: str = 'fp32',
+                 device: torch.device, mode: str = 'fast', precision: str = 'fp32',
                  random_weights: bool = False) -> None:
-        if rerank_mode not in ('fast', 'faithful'):
-            raise ConfigError(f"rerank mode '{rerank_mode}' must be 'fast' or 'faithful'")
+        if mode not in ('fast', 'faithful'):
+            raise ConfigError(f"mode '{mode}' must be 'fast' or 'faithful'")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision '{precision}' must be one of {sorted(PRECISIONS)}")
         self.model = model.to(device).eval()
@@ -126,7 +126,7 @@ class R2FormerPlaceModel(PlaceModel):
         self.has_reranker = model.has_reranker
         self.weights_sha256 = weights_sha256
         self.checkpoint = checkpoint
-        self.rerank_mode = rerank_mode
+        self.mode = mode
         self.precision = precision
         self.random_weights = random_weights
 
@@ -137,7 +137,9 @@ class R2FormerPlaceModel(PlaceModel):
                               cfg.patch_size, cfg.mean, cfg.std)
 
     def encode_batch(self, batch: torch.Tensor) -> ImageFeatures:
-        return self.model.encode(batch)
+        # Reduced precision only pays (and is only offered) on CUDA; CPU stays fp32.
+        dtype = PRECISIONS[self.precision] if self.device.type == 'cuda' else None
+        return self.model.encode(batch, fast=self.mode == 'fast', autocast_dtype=dtype)
 
     def rerank(self, query_local: NDArray[np.float32],
                db_local: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -146,7 +148,7 @@ class R2FormerPlaceModel(PlaceModel):
                               'set rerank top-N to 0')
         query = torch.from_numpy(np.ascontiguousarray(query_local, dtype=np.float32))
         db = torch.from_numpy(np.ascontiguousarray(db_local, dtype=np.float32))
-        if self.rerank_mode == 'faithful':
+        if self.mode == 'faithful':
             logits = self.model.rerank_logits(query.unsqueeze(0).expand(db.shape[0], -1, -1), db)
             scores = rerank_score(logits)
         else:
@@ -165,26 +167,26 @@ def seeded_r2former(config: R2FormerConfig,
 
 def load_r2former(checkpoint: str | Path | None, device: torch.device,
                   input_hw: tuple[int, int] | None, num_local: int | None,
-                  rerank_mode: str, precision: str, allow_random: bool) -> R2FormerPlaceModel:
+                  mode: str, precision: str, allow_random: bool) -> R2FormerPlaceModel:
     """R2Former from a checkpoint, the cached official file, or seeded random weights."""
     config = R2FormerConfig(input_hw=tuple(input_hw or (480, 640)), num_local=num_local or 500)
     path = Path(checkpoint) if checkpoint else default_checkpoint()
     if path is not None:
         loaded = load_checkpoint(path, config)
-        return R2FormerPlaceModel(loaded.model, loaded.sha256, str(path), device, rerank_mode,
+        return R2FormerPlaceModel(loaded.model, loaded.sha256, str(path), device, mode,
                                   precision)
     if not allow_random:
         raise CheckpointError(f'no R2Former checkpoint: pass --checkpoint FILE or put '
                               f'{CHECKPOINT_NAME} in {cache_dir()}')
     LOG.warning(RANDOM_WEIGHTS_WARNING.format(cache=cache_dir()))
     model, sha = seeded_r2former(config)
-    return R2FormerPlaceModel(model, sha, None, device, rerank_mode, precision,
+    return R2FormerPlaceModel(model, sha, None, device, mode, precision,
                               random_weights=True)
 
 
 def load_place_model(backbone: str = 'r2former', checkpoint: str | Path | None = None,
                      device: str = 'auto', input_hw: tuple[int, int] | None = None,
-                     num_local: int | None = None, rerank_mode: str = 'fast',
+                     num_local: int | None = None, mode: str = 'fast',
                      precision: str = 'fp32', allow_random: bool = True) -> PlaceModel:
     """
     Build the place model every entry point uses.
@@ -195,8 +197,10 @@ def load_place_model(backbone: str = 'r2former', checkpoint: str | Path | None =
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
         input_hw: model input (H, W); None = the backbone's default.
         num_local: local tokens per image; None = the backbone's default (500).
-        rerank_mode: 'fast' (default, same results) or 'faithful' (the reference's operations).
-        precision: 'fp32' (default), or opt-in 'bf16'/'fp16' for reranking on GPU.
+        mode: 'fast' (default: fused attention, top-k reranking; same results to float
+            rounding) or 'faithful' (the reference's operations, for parity and benchmarks).
+        precision: 'fp32' (default), or opt-in 'bf16'/'fp16' on CUDA for extraction blocks 0-10
+            and reranking (can reorder near-ties; token selection itself stays fp32).
         allow_random: for r2former without any checkpoint, fall back to seeded random weights
             (with a loud warning) instead of failing.
     """
@@ -204,7 +208,7 @@ def load_place_model(backbone: str = 'r2former', checkpoint: str | Path | None =
         raise ConfigError(f"backbone '{backbone}' is not one of {', '.join(BACKBONES)}")
     torch_device = resolve_device(device)
     if backbone == 'r2former':
-        return load_r2former(checkpoint, torch_device, input_hw, num_local, rerank_mode,
+        return load_r2former(checkpoint, torch_device, input_hw, num_local, mode,
                              precision, allow_random)
     from r2former_ros.core.dinov2_backend import load_dinov2  # noqa: PLC0415 - optional backend
 
