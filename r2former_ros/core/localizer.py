@@ -64,7 +64,13 @@ def check_map_matches_model(database: MapDatabase, model: PlaceModel) -> None:
 
 def strongest_token_pairs(query_local: NDArray[np.float32], db_local: NDArray[np.float32],
                           count: int = MATCH_LINES) -> list[tuple[int, int]]:
-    """Rows (query, map) of the `count` strongest mutual-nearest descriptor pairs, for drawing."""
+    """
+    Rows (query, map) of the `count` strongest mutual-nearest descriptor pairs, for drawing.
+
+    Strength is the cosine times both tokens' attention: featureless regions (a black lens
+    border, sky) match each other well but draw attention from neither image, so they do not
+    crowd out the pairs that show why the images match.
+    """
     query_desc = query_local[:, 3:] / (np.linalg.norm(query_local[:, 3:], axis=1, keepdims=True)
                                        + 1e-12)
     db_desc = db_local[:, 3:] / (np.linalg.norm(db_local[:, 3:], axis=1, keepdims=True) + 1e-12)
@@ -72,7 +78,8 @@ def strongest_token_pairs(query_local: NDArray[np.float32], db_local: NDArray[np
     best_db = corr.argmax(axis=1)
     best_query = corr.argmax(axis=0)
     mutual = np.flatnonzero(best_query[best_db] == np.arange(len(best_db)))
-    strength = corr[mutual, best_db[mutual]]
+    strength = (corr[mutual, best_db[mutual]] * query_local[mutual, 2]
+                * db_local[best_db[mutual], 2])
     keep = mutual[np.argsort(-strength)[:count]]
     return [(int(q), int(best_db[q])) for q in keep]
 
