@@ -86,20 +86,21 @@ def _check(args: argparse.Namespace) -> str:
 
 
 def _load_model(args: argparse.Namespace, mode: str) -> Any:
-    from r2former_ros.core.backends import load_place_model  # noqa: PLC0415 - torch is slow
+    from r2former_ros.core.backends import load_place_model, model_settings_for_map  # noqa: PLC0415 - torch is slow
     from r2former_ros.core.mapdb import map_info  # noqa: PLC0415
 
     input_hw, num_local, backbone = args.input_size, args.num_local, args.backbone
+    checkpoint = args.checkpoint
     if mode == 'bag':
         # The map fixes the model: default to what it was built with.
         info = map_info(args.map_dir)
-        input_hw = input_hw or tuple(info['input_hw'])
-        num_local = num_local or info['num_local']
+        checkpoint, input_hw, num_local = model_settings_for_map(
+            info, checkpoint, input_hw, num_local)
         if info['backbone'] != backbone:
             print(f'note: the map was built with backbone {info["backbone"]}; using it',
                   file=sys.stderr)
             backbone = info['backbone']
-    return load_place_model(backbone=backbone, checkpoint=args.checkpoint, device=args.device,
+    return load_place_model(backbone=backbone, checkpoint=checkpoint, device=args.device,
                             input_hw=input_hw, num_local=num_local)
 
 

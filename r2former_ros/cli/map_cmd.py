@@ -51,7 +51,7 @@ def format_info(info: dict[str, Any]) -> str:
                    f'created {info.get("created")})'),
         ('model', f'{info["backbone"]} {info["input_hw"][0]}x{info["input_hw"][1]}, '
                   f'{info["num_local"]} local x {info["local_dim"]}, global {info["global_dim"]}'),
-        ('checkpoint', info['checkpoint_sha256']),
+        ('checkpoint', f"{info['checkpoint']} (sha256 {info['checkpoint_sha256']})"),
         ('local format', info['local_format']),
         ('index', info['index_type']),
         ('origin', ', '.join(f'{key} {origin[key]}' for key in ('lat', 'lon', 'alt')

@@ -9,7 +9,7 @@ and a map is only ever queried by a model with the same identity.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 import logging
 import os
 from pathlib import Path
@@ -182,6 +182,27 @@ def load_r2former(checkpoint: str | Path | None, device: torch.device,
     model, sha = seeded_r2former(config)
     return R2FormerPlaceModel(model, sha, None, device, mode, precision,
                               random_weights=True)
+
+
+def model_settings_for_map(map_model: Mapping[str, Any], checkpoint: str | Path | None,
+                           input_hw: tuple[int, int] | None, num_local: int | None
+                           ) -> tuple[str | None, tuple[int, int], int]:
+    """
+    Fill unset model settings from a map's manifest `model` block.
+
+    A map records the input size, token count and weights file it was built with; a user who
+    only names the map should get that model. The recorded checkpoint is used only while the file
+    still exists (random seeded weights record none).
+
+    Returns:
+        (checkpoint or None, input_hw, num_local).
+    """
+    if not checkpoint:
+        recorded = str(map_model.get('checkpoint') or '')
+        checkpoint = recorded if recorded and Path(recorded).is_file() else None
+    hw = tuple(input_hw) if input_hw else tuple(int(v) for v in map_model['input_hw'])
+    return (str(checkpoint) if checkpoint else None, (int(hw[0]), int(hw[1])),
+            int(num_local or map_model['num_local']))
 
 
 def load_place_model(backbone: str = 'r2former', checkpoint: str | Path | None = None,

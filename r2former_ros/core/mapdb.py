@@ -1204,6 +1204,7 @@ def map_info(path: str | Path) -> dict[str, Any]:
         'path': str(root),
         'num_places': num,
         'bytes_per_place': total / num,
+        'checkpoint': model.get('checkpoint'),
         'checkpoint_sha256': model['checkpoint_sha256'],
         'format_version': manifest['format_version'],
         'tool_version': manifest.get('tool_version'),

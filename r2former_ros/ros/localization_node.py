@@ -49,7 +49,7 @@ from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from r2former_ros.core.backends import load_place_model
+from r2former_ros.core.backends import load_place_model, model_settings_for_map
 from r2former_ros.core.errors import ConfigError, ImageError, R2FormerError
 from r2former_ros.core.localizer import Localizer
 from r2former_ros.core.mapdb import MapDatabase
@@ -143,8 +143,10 @@ class LocalizationNode(Node):
         self.params: NodeParameters = read_parameters(self)
         params = self.params
         database = MapDatabase.open(params.map)
-        model = load_place_model(params.backbone, params.checkpoint or None, params.device,
-                                 params.input_hw, params.num_local or None)
+        # Unset checkpoint/input size/token count come from the map (what it was built with).
+        checkpoint, input_hw, num_local = model_settings_for_map(
+            database.manifest['model'], params.checkpoint, params.input_hw, params.num_local)
+        model = load_place_model(params.backbone, checkpoint, params.device, input_hw, num_local)
         self.localizer = Localizer(model, database, params.localizer_config)
         self._backbone = str(model.identity().get('backbone', params.backbone))
         self._active = params  # the worker's copy; replaced through _pending
