@@ -47,17 +47,18 @@ class ParameterSpec:
 SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec('map', 'map', '', 'Map directory written by build_map (required).', True),
     ParameterSpec('checkpoint', 'checkpoint', '',
-                  'R2Former checkpoint; empty: $R2FORMER_CHECKPOINT or the cache, else seeded '
-                  'random weights (with a warning).', True),
+                  'Weights file; empty: the file the map was built with (if it still exists), '
+                  'else $R2FORMER_CHECKPOINT or the cache, else seeded random weights (warned).',
+                  True),
     ParameterSpec('backbone', 'backbone', 'r2former',
                   f'Place model backbone: {" | ".join(BACKBONES)}; must match the map.', True),
     ParameterSpec('device', 'device', 'auto', "Inference device: 'auto', 'cpu', 'cuda[:N]'.",
                   True),
     ParameterSpec('input_size', 'input_size', '',
-                  "Model input 'HxW' (e.g. '480x640'); empty: the backbone's default. Must "
-                  'match the map.', True),
+                  "Model input 'HxW' (e.g. '480x640'); empty: what the map was built with.",
+                  True),
     ParameterSpec('num_local', 'num_local', 0,
-                  "Local tokens per image; 0: the backbone's default. Must match the map.", True,
+                  'Local tokens per image; 0: what the map was built with.', True,
                   integer_range=(0, 4096)),
     ParameterSpec('image_transport', 'image_transport', 'raw',
                   "'raw': Image on 'image'; 'compressed': CompressedImage on 'image/compressed' "
