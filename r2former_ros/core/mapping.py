@@ -119,6 +119,7 @@ class BuildOptions:
     device: str = 'auto'
     input_hw: tuple[int, int] | None = None
     num_local: int | None = None
+    precision: str = 'fp32'  # opt-in bf16/fp16 on CUDA
 
 
 @dataclass
@@ -538,7 +539,7 @@ def _calibrate(path: Path, model: PlaceModel) -> bool:
 
 def _load_model(opts: BuildOptions) -> PlaceModel:
     return load_place_model(opts.backbone, opts.checkpoint, opts.device, opts.input_hw,
-                            opts.num_local)
+                            opts.num_local, precision=opts.precision)
 
 
 def build_map(opts: BuildOptions, model: PlaceModel | None = None) -> BuildReport:

@@ -146,7 +146,8 @@ class LocalizationNode(Node):
         # Unset checkpoint/input size/token count come from the map (what it was built with).
         checkpoint, input_hw, num_local = model_settings_for_map(
             database.manifest['model'], params.checkpoint, params.input_hw, params.num_local)
-        model = load_place_model(params.backbone, checkpoint, params.device, input_hw, num_local)
+        model = load_place_model(params.backbone, checkpoint, params.device, input_hw, num_local,
+                                 precision=params.precision)
         self.localizer = Localizer(model, database, params.localizer_config)
         self._backbone = str(model.identity().get('backbone', params.backbone))
         self._active = params  # the worker's copy; replaced through _pending

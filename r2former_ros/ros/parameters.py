@@ -22,7 +22,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
-from r2former_ros.core.backends import BACKBONES
+from r2former_ros.core.backends import BACKBONES, PRECISIONS
 from r2former_ros.core.device import resolve_device
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.localizer import LocalizerConfig
@@ -54,6 +54,9 @@ SPECS: tuple[ParameterSpec, ...] = (
                   f'Place model backbone: {" | ".join(BACKBONES)}; must match the map.', True),
     ParameterSpec('device', 'device', 'auto', "Inference device: 'auto', 'cpu', 'cuda[:N]'.",
                   True),
+    ParameterSpec('precision', 'precision', 'fp32',
+                  "Model precision: 'fp32', or opt-in 'bf16'/'fp16' on CUDA (faster; may reorder "
+                  'nearly tied candidates).', True),
     ParameterSpec('input_size', 'input_size', '',
                   "Model input 'HxW' (e.g. '480x640'); empty: what the map was built with.",
                   True),
@@ -111,6 +114,7 @@ class NodeParameters:
     checkpoint: str = ''
     backbone: str = 'r2former'
     device: str = 'auto'
+    precision: str = 'fp32'
     input_size: str = ''
     num_local: int = 0
     image_transport: str = 'raw'
@@ -143,6 +147,9 @@ class NodeParameters:
             raise ConfigError("parameter 'map' is required: the map directory from build_map")
         if self.backbone not in BACKBONES:
             raise ConfigError(f"backbone '{self.backbone}' is not one of {', '.join(BACKBONES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision '{self.precision}' is not one of "
+                              f"{', '.join(PRECISIONS)}")
         if self.image_transport not in TRANSPORTS:
             raise ConfigError(f"image_transport '{self.image_transport}' is not one of "
                               f"{', '.join(TRANSPORTS)}")

@@ -1,0 +1,48 @@
+"""The flags that choose the place model, shared by every command so they mean the same thing."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+BACKBONE_CHOICES = ('r2former', 'dinov2-s14')
+PRECISION_CHOICES = ('fp32', 'bf16', 'fp16')
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """Parse '480x640' into (480, 640) for argparse."""
+    try:
+        height, width = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HxW (e.g. 480x640)") from None
+    if height < 16 or width < 16:
+        raise argparse.ArgumentTypeError(f"input size '{text}' is smaller than one 16-px patch")
+    return height, width
+
+
+def add_model_arguments(parser: Any, backbone_choices: Sequence[str] = BACKBONE_CHOICES,
+                        backbone_help: str = 'place model (default: %(default)s)') -> None:
+    """
+    Add --backbone, --checkpoint, --device, --input-size, --num-local and --precision.
+
+    Args:
+        parser: an ArgumentParser or an argument group.
+        backbone_choices: allowed backbones, the first being the default.
+        backbone_help: help text of --backbone.
+    """
+    parser.add_argument('--backbone', choices=list(backbone_choices),
+                        default=backbone_choices[0], help=backbone_help)
+    parser.add_argument('--checkpoint', metavar='FILE',
+                        help='weights file (R2Former: the official CVPR23_DeitS_Rerank.pth; '
+                             'default: $R2FORMER_CHECKPOINT or the cache, else seeded random '
+                             'weights with a warning)')
+    parser.add_argument('--device', default='auto', metavar='auto|cpu|cuda[:N]',
+                        help='where the model runs (default auto: CUDA when available)')
+    parser.add_argument('--input-size', type=parse_hw, metavar='HxW',
+                        help="model input size (default: the backbone's, 480x640 for R2Former)")
+    parser.add_argument('--num-local', type=int, metavar='K',
+                        help="local tokens per image (default: the backbone's, 500)")
+    parser.add_argument('--precision', choices=PRECISION_CHOICES, default='fp32',
+                        help='fp32 (default), or opt-in bf16/fp16 on CUDA: faster, and may '
+                             'reorder nearly tied candidates (token selection stays fp32)')
