@@ -34,7 +34,7 @@ from r2former_ros.core.model.mnn_rerank import rerank_scores
 from r2former_ros.core.preprocessing import preprocess
 from r2former_ros.core.vprbench import load_vprbench, recall_at_k
 
-CORRIDOR = Path(__file__).resolve().parents[1] / 'data' / 'corridor'
+CORRIDOR = Path(__file__).resolve().parents[2] / 'r2former_ros' / 'data' / 'demo' / 'corridor'
 # Measured on the bundled 60 + 60 corridor subset at 224x224 (this CPU, torch 2.14):
 # R@1 0.533 with the CLS token alone, 0.750 after MNN reranking of the top 20.
 GLOBAL_R1_FLOOR = 0.45

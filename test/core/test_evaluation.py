@@ -18,7 +18,7 @@ from r2former_ros.core.evaluation import (
     roc_auc,
 )
 
-CORRIDOR = Path(__file__).resolve().parents[1] / 'data' / 'corridor'
+CORRIDOR = Path(__file__).resolve().parents[2] / 'r2former_ros' / 'data' / 'demo' / 'corridor'
 
 
 def test_recall_at_n_known_answers():
