@@ -608,6 +608,17 @@ def _title(summary: dict[str, Any], what: str) -> str:
            f'({summary.get("num_queries", 0)} queries, {summary.get("threshold_m")} m)'
 
 
+def _finish(fig: Any, ax: Any, result: EvalResult, what: str, path: Path) -> Path:
+    """Grid, legend and title every plot shares; save and close the figure."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(_title(result.summary, what), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_recall(result: EvalResult, path: Path) -> Path:
     plt = _pyplot()
     curve = result.summary['recall_curve']
@@ -619,13 +630,7 @@ def plot_recall(result: EvalResult, path: Path) -> Path:
     ax.set_ylabel('recall@N')
     ax.set_ylim(0, 1.02)
     ax.set_xticks([1, 5, 10, 15, 20])
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(_title(result.summary, 'recall@N'), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, result, 'recall@N', path)
 
 
 def plot_precision_recall(result: EvalResult, path: Path) -> Path:
@@ -642,13 +647,7 @@ def plot_precision_recall(result: EvalResult, path: Path) -> Path:
     ax.set_ylabel('precision (accepted top-1s correct)')
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(_title(result.summary, 'precision-recall of the confidence'), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, result, 'precision-recall of the confidence', path)
 
 
 def plot_reliability(result: EvalResult, path: Path) -> Path:
@@ -668,13 +667,7 @@ def plot_reliability(result: EvalResult, path: Path) -> Path:
     ax.set_ylabel('observed frequency')
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(_title(result.summary, 'reliability'), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, result, 'reliability', path)
 
 
 def _fit_cell(image: NDArray[np.uint8] | None, height: int, width: int,
