@@ -45,7 +45,7 @@ from r2former_ros.core.calibration import (
 )
 from r2former_ros.core.confidence import ConfidenceModel, confidence_features
 from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.geo import place_position, utm_to_wgs84, wgs84_to_enu
+from r2former_ros.core.geo import utm_to_wgs84
 from r2former_ros.core.image_sources import image_files
 from r2former_ros.core.localizer import Localizer, LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase, MapWriter, PlaceRecord
@@ -569,22 +569,6 @@ def evaluate_bag(model: PlaceModel, map_dir: str | Path,
     return result
 
 
-def query_positions_in(database: MapDatabase, lat: NDArray[np.float64],
-                       lon: NDArray[np.float64], alt: NDArray[np.float64]
-                       ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """WGS84 query positions in a map's ENU frame (east, north)."""
-    o = database.manifest['origin']
-    e, n, _ = wgs84_to_enu(lat, lon, alt, o['lat'], o['lon'], o['alt'])
-    return np.asarray(e, dtype=np.float64), np.asarray(n, dtype=np.float64)
-
-
-def image_place_records(latlon: NDArray[np.float64],
-                        origin: tuple[float, float, float]) -> list[PlaceRecord]:
-    """Place records for images at WGS84 (lat, lon, alt) rows (handy for small maps)."""
-    return [PlaceRecord(stamp_ns=i * 10**9, position=place_position(*row, origin=origin),
-                        msg_index=i) for i, row in enumerate(latlon)]
-
-
 # ---------------------------------------------------------------------------------- plots
 
 
@@ -751,4 +735,3 @@ def format_table(summary: dict[str, Any]) -> str:
                  f'{"n/a" if ap is None else f"{ap:.3f}"}, accepted at >= {conf["threshold"]:g}: '
                  f'{conf["accepted_fraction"]:.2f}')
     return '\n'.join(lines)
-

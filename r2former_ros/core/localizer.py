@@ -139,6 +139,13 @@ class Localizer:
             exclude: optional (num_places,) mask of places that must not be returned (calibration
                 uses it to hide a map image's own neighbourhood).
         """
+        return self._rank(query_global, query_local, exclude)[:4]
+
+    def _rank(self, query_global: NDArray[np.float32], query_local: NDArray[np.float32],
+              exclude: NDArray[np.bool_] | None
+              ) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32] | None,
+                         dict[str, float], NDArray[np.float32] | None]:
+        """`rank`, plus the best place's local rows when reranking already read them."""
         cfg = self.config
         start = time.perf_counter()
         want = cfg.retrieval_top_k
@@ -153,10 +160,12 @@ class Localizer:
         global_scores = global_scores[valid][:cfg.retrieval_top_k]
         timings = {'retrieve': (time.perf_counter() - start) * 1e3}
         rerank_scores = None
+        best_local = None
         if cfg.rerank_top_n and ids.size:
             start = time.perf_counter()
             top = ids[:cfg.rerank_top_n]
-            scores = self.model.rerank(query_local, self.database.local_features(top))
+            top_local = self.database.local_features(top)
+            scores = self.model.rerank(query_local, top_local)
             # The reference orders the reranked candidates by the rerank score alone; the rest keep
             # their global order behind them.
             order = np.argsort(-scores, kind='stable')
@@ -164,15 +173,17 @@ class Localizer:
             global_scores = np.concatenate((global_scores[:cfg.rerank_top_n][order],
                                             global_scores[cfg.rerank_top_n:]))
             rerank_scores = scores[order]
+            best_local = top_local[order[0]]
             timings['rerank'] = (time.perf_counter() - start) * 1e3
-        return ids, global_scores, rerank_scores, timings
+        return ids, global_scores, rerank_scores, timings, best_local
 
     def localize_features(self, query_global: NDArray[np.float32],
                           query_local: NDArray[np.float32],
                           exclude: NDArray[np.bool_] | None = None,
                           token_pairs: bool = True) -> LocalizationResult:
         """Localize precomputed query features (used by evaluation and calibration too)."""
-        ids, global_scores, rerank_scores, timings = self.rank(query_global, query_local, exclude)
+        ids, global_scores, rerank_scores, timings, best_local = self._rank(
+            query_global, query_local, exclude)
         if ids.size == 0:
             timings['total'] = sum(timings.values())
             return LocalizationResult(False, 0.0, [], timings)
@@ -187,8 +198,11 @@ class Localizer:
                                 None if rerank_scores is None or i >= rerank_scores.size
                                 else float(rerank_scores[i]))
                       for i in range(count)]
-        pairs = (strongest_token_pairs(query_local, self.database.local_features(ids[:1])[0])
-                 if token_pairs else [])
+        pairs = []
+        if token_pairs:
+            if best_local is None:  # not reranked: the best place's rows were not read yet
+                best_local = self.database.local_features(ids[:1])[0]
+            pairs = strongest_token_pairs(query_local, best_local)
         timings['total'] = sum(timings.values())
         return LocalizationResult(confidence >= self.config.confidence_threshold, confidence,
                                   candidates, timings, pairs)

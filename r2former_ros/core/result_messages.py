@@ -20,7 +20,7 @@ knows the heading; roll, pitch and an unknown yaw get ``UNKNOWN_VARIANCE``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 import math
 import os
 from pathlib import Path
@@ -297,8 +297,3 @@ def to_rosbags(store: Any, msgtype: str, fields: Mapping[str, Any]) -> Any:
     values = {name: _build(store, node, fields[name]) if name in fields else _default(store, node)
               for name, node in field_defs}
     return store.types[msgtype](**values)
-
-
-def serialize_all(store: Any, msgtype: str, items: Iterable[Mapping[str, Any]]) -> list[bytes]:
-    """CDR bytes of several builder dicts (helper for tests and tools)."""
-    return [bytes(store.serialize_cdr(to_rosbags(store, msgtype, f), msgtype)) for f in items]

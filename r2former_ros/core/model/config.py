@@ -57,11 +57,6 @@ class R2FormerConfig:
         rows, cols = self.grid_hw
         return rows * cols
 
-    @property
-    def local_width(self) -> int:
-        """Columns of a local feature row: x, y, attention, then the descriptor."""
-        return 3 + self.local_dim
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (tuples become lists) for manifests."""
         return {key: list(value) if isinstance(value, tuple) else value
