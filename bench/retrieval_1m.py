@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
-from r2former_ros.core import retrieval
 from r2former_ros.core.features import ImageFeatures
-from r2former_ros.core.geo import place_position
+from r2former_ros.core.geo.coords import place_position
 from r2former_ros.core.mapdb import MapDatabase, MapWriter, PlaceRecord
+from r2former_ros.core.mapdb import index as retrieval
 
 
 def rss_mb() -> float:

@@ -27,17 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from r2former_ros.core import retrieval
-from r2former_ros.core.backends import R2FormerPlaceModel, seeded_r2former
 from r2former_ros.core.device import resolve_device
 from r2former_ros.core.features import ImageFeatures
-from r2former_ros.core.geo import place_position
+from r2former_ros.core.geo.coords import place_position
 from r2former_ros.core.mapdb import MapDatabase, MapWriter, PlaceRecord
+from r2former_ros.core.mapdb import index as retrieval
 from r2former_ros.core.model.checkpoint import load_checkpoint
 from r2former_ros.core.model.config import R2FormerConfig
 from r2former_ros.core.model.fast_rerank import fast_rerank_scores
 from r2former_ros.core.model.r2former import R2Former
-from r2former_ros.core.preprocessing import preprocess
+from r2former_ros.core.places.backends import R2FormerPlaceModel, seeded_r2former
+from r2former_ros.core.places.preprocessing import preprocess
 from r2former_ros.parity import strict_fp32
 
 

@@ -23,8 +23,8 @@ from rosbags.rosbag1 import Writer as Writer1
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from r2former_ros.core.geo import enu_to_wgs84
-from r2former_ros.core.images import rgb_to_compressed, rgb_to_raw_image
+from r2former_ros.core.geo.coords import enu_to_wgs84
+from r2former_ros.core.io.images import rgb_to_compressed, rgb_to_raw_image
 
 JAZZY = get_typestore(Stores.ROS2_JAZZY)
 NOETIC = get_typestore(Stores.ROS1_NOETIC)

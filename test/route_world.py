@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from r2former_ros.core.geo import enu_to_wgs84
+from r2former_ros.core.geo.coords import enu_to_wgs84
 
 STRIP = Path(__file__).parent / 'data' / 'route' / 'tokyo_strip.jpg'
 ORIGIN = (35.6812, 139.7671, 40.0)  # lat, lon, alt of the route's start

@@ -18,7 +18,7 @@ from bag_factory import (
 import numpy as np
 import pytest
 
-from r2former_ros.core import result_messages as rm
+from r2former_ros.core.io import result_messages as rm
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def _read_back(bag: Path) -> dict[str, list[tuple[int, Any]]]:
 
 def test_replay_writes_result_bag_and_csv(route: tuple[Path, Any, Any], tmp_path: Path) -> None:
     from r2former_ros.cli.localize_bag import replay_bag
-    from r2former_ros.core.localizer import Localizer, LocalizerConfig
+    from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
     from r2former_ros.core.mapdb import MapDatabase
 
     map_path, world, model = route

@@ -52,7 +52,7 @@ def test_fast_path_keeps_fixture_order_and_scores():
     import torch
 
     from r2former_ros.core.model.fast_rerank import fast_rerank_scores
-    from r2former_ros.core.preprocessing import preprocess
+    from r2former_ros.core.places.preprocessing import preprocess
 
     fixture, manifest, images, reference = load_fixture(FIXTURE)
     model = build_model(fixture, manifest, None)

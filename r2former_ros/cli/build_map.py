@@ -13,7 +13,7 @@ import sys
 
 from r2former_ros.cli.model_args import add_model_arguments
 from r2former_ros.core.errors import R2FormerError
-from r2former_ros.core.image_sources import LAYOUTS
+from r2former_ros.core.io.folders import LAYOUTS
 from r2former_ros.core.mapdb import LOCAL_FORMATS
 from r2former_ros.core.mapping import (
     DEFAULT_BATCH_SIZE,

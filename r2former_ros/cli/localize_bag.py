@@ -24,10 +24,10 @@ import time
 from typing import Any
 
 from r2former_ros.cli.model_args import add_model_arguments
-from r2former_ros.core import result_messages as rm
-from r2former_ros.core.bags import count_messages, iter_images
 from r2former_ros.core.errors import BagError
-from r2former_ros.core.localizer import Localizer, LocalizerConfig
+from r2former_ros.core.io import result_messages as rm
+from r2former_ros.core.io.bags import count_messages, iter_images
+from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
     """
     from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: PLC0415
 
-    from r2former_ros.core.visualize import result_match_image  # noqa: PLC0415
+    from r2former_ros.core.drawing.match_image import result_match_image  # noqa: PLC0415
 
     out_bag = Path(out_bag)
     if out_bag.exists():
@@ -157,8 +157,8 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the verb."""
-    from r2former_ros.core.backends import load_place_model, model_settings_for_map  # noqa: PLC0415 - heavy imports
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
+    from r2former_ros.core.places.backends import load_place_model, model_settings_for_map  # noqa: PLC0415 - heavy imports
 
     database = MapDatabase.open(args.map)
     # Unset checkpoint/input size/token count come from the map (what it was built with).

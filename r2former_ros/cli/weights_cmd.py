@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from r2former_ros.core.weights import cache_root, fetch_dinov2_s14
+from r2former_ros.core.places.weights import cache_root, fetch_dinov2_s14
 
 
 def run_fetch(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """
 rclpy messages <-> the core's data: images in, results out.
 
-The numbers come from ``r2former_ros.core.result_messages`` (shared with the ROS-free bag
+The numbers come from ``r2former_ros.core.io.result_messages`` (shared with the ROS-free bag
 replay); this module only copies them into message objects. Covariance formula: see that module
 (``sigma = threshold_m / max(confidence, 0.05)`` per axis, ``COVARIANCE_TYPE_DIAGONAL_KNOWN``).
 """
@@ -20,8 +20,8 @@ from sensor_msgs.msg import CompressedImage, Image, NavSatFix
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from r2former_ros.core import result_messages
-from r2former_ros.core.images import compressed_image_to_rgb, raw_image_to_rgb
+from r2former_ros.core.io import result_messages
+from r2former_ros.core.io.images import compressed_image_to_rgb, raw_image_to_rgb
 from r2former_ros.core.types import LocalizationResult, PlacePosition
 
 PLACES_NS = 'places'

@@ -43,7 +43,7 @@ def test_images_decode_raw_with_padding_and_compressed(ros_messages: ModuleType)
     from sensor_msgs.msg import CompressedImage, Image
 
     from r2former_ros.core.errors import ImageError
-    from r2former_ros.core.images import rgb_to_compressed
+    from r2former_ros.core.io.images import rgb_to_compressed
 
     rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
     padded = np.zeros((4, 16), np.uint8)

@@ -56,7 +56,7 @@ def image_msg(rgb: np.ndarray, stamp_sec: int, encoding: str = 'rgb8') -> Any:
     import cv2
     from sensor_msgs.msg import Image
 
-    from r2former_ros.core.images import rgb_to_raw_image
+    from r2former_ros.core.io.images import rgb_to_raw_image
 
     if rgb.shape[0] > RAW_HW[0]:
         rgb = cv2.resize(rgb, RAW_HW[::-1], interpolation=cv2.INTER_AREA)
@@ -136,7 +136,7 @@ def test_node_localizes_map_images_and_survives_garbage(
     from sensor_msgs.msg import CompressedImage, Image, NavSatFix
     from visualization_msgs.msg import MarkerArray
 
-    from r2former_ros.core.images import rgb_to_compressed
+    from r2former_ros.core.io.images import rgb_to_compressed
     from r2former_ros.core.mapdb import MapDatabase
 
     map_path, world = route_map

@@ -245,7 +245,7 @@ class Dinov2Backbone:
                    num_local: int = DEFAULT_NUM_LOCAL,
                    device: str | torch.device = 'cpu') -> Dinov2Backbone:
         """Build from the weights cached by ``fetch_dinov2_s14`` (no network)."""
-        from r2former_ros.core.weights import load_dinov2_s14_state_dict
+        from r2former_ros.core.places.weights import load_dinov2_s14_state_dict
 
         return cls.from_state_dict(load_dinov2_s14_state_dict(cache_dir), input_hw, num_local,
                                    device)

