@@ -17,7 +17,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
-from r2former_ros.core.model.blocks import leading_rows_of_block
+from r2former_ros.core.model.blocks import leading_rows_of_block, pin_explicit_attention, run_block
 from r2former_ros.core.model.config import R2FormerConfig
 
 NUM_PREFIX_TOKENS = 2  # cls and dist
@@ -35,20 +35,12 @@ class BackboneOutput:
 
 def build_deit(config: R2FormerConfig) -> nn.Module:
     """Create the (randomly initialised) timm DeiT-S distilled module for `config`."""
-    return timm.create_model(
+    deit = timm.create_model(
         'deit_small_distilled_patch16_224', pretrained=False, img_size=config.input_hw,
         num_classes=config.global_dim, embed_dim=config.embed_dim, depth=config.depth,
         num_heads=config.num_heads)
-
-
-def set_fused_attention(deit: nn.Module, enabled: bool) -> None:
-    """
-    Choose timm's fused (SDPA) or explicit softmax attention in every block.
-
-    The faithful path uses explicit attention like the reference; the fast path may fuse.
-    """
-    for block in deit.blocks:
-        block.attn.fused_attn = enabled
+    pin_explicit_attention(deit.blocks)
+    return deit
 
 
 def embed_tokens(deit: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -61,17 +53,21 @@ def embed_tokens(deit: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def run_backbone(deit: nn.Module, images: torch.Tensor,
-                 autocast_dtype: torch.dtype | None = None) -> BackboneOutput:
+                 autocast_dtype: torch.dtype | None = None,
+                 fused: bool = False) -> BackboneOutput:
     """
     Full backbone pass for R2Former.
 
     Args:
         deit: the timm module from `build_deit` (with its weights).
         images: normalised (B, 3, H, W) at the configured input size.
-        autocast_dtype: None for fp32 (faithful); bf16/fp16 runs blocks 0-10 under autocast (opt-
-            in).
-            The last block, the heads and token selection always run in fp32, so near-ties in the
-            selection score are not decided by reduced-precision rounding of the scores themselves.
+        autocast_dtype: None for fp32 (faithful); bf16/fp16 runs blocks 0-10 under autocast
+            (opt-in). The last block, the heads and token selection always run in fp32, so
+            near-ties in the selection score are not decided by reduced-precision rounding of the
+            scores themselves.
+        fused: torch SDPA attention in blocks 0-10 (the fast path); False keeps the reference's
+            explicit softmax attention. An argument, not module state, so concurrent callers with
+            different modes cannot interfere.
 
     Returns:
         The global descriptor, block 11's output and the selection score per patch.
@@ -83,7 +79,7 @@ def run_backbone(deit: nn.Module, images: torch.Tensor,
     with context:
         tokens = embed_tokens(deit, images)
         for block in deit.blocks[:-1]:
-            tokens = block(tokens)
+            tokens = run_block(block, tokens, fused)
     tokens = tokens.float()
     prefix, attn = leading_rows_of_block(deit.blocks[-1], tokens, NUM_PREFIX_TOKENS)
     prefix = deit.norm(prefix)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812
@@ -44,3 +46,41 @@ def leading_rows_of_block(block: nn.Module, tokens: torch.Tensor,
     rows_out = tokens[:, :num_rows] + block.attn.proj(mixed)
     rows_out = rows_out + block.mlp(block.norm2(rows_out))
     return rows_out, attn
+
+
+def fused_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """
+    Compute a timm pre-norm `Block` with torch SDPA instead of its explicit softmax attention.
+
+    Same weights and the same operations in the same order, so results differ from `block(tokens)`
+    by float rounding only. The block's own `attn.fused_attn` flag is neither read nor written:
+    the attention mode is an argument of the call, never state shared by concurrent callers.
+    """
+    attn = block.attn
+    batch, length, _ = tokens.shape
+    qkv = attn.qkv(block.norm1(tokens))
+    qkv = qkv.reshape(batch, length, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    query, key, value = qkv.unbind(0)
+    query, key = attn.q_norm(query), attn.k_norm(key)
+    mixed = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
+    mixed = mixed.transpose(1, 2).reshape(batch, length, -1)
+    # Newer timm versions add an optional norm after attention (Identity for DeiT).
+    mixed = getattr(attn, 'norm', nn.Identity())(mixed)
+    tokens = tokens + block.drop_path1(block.ls1(attn.proj(mixed)))
+    return tokens + block.drop_path2(block.ls2(block.mlp(block.norm2(tokens))))
+
+
+def run_block(block: nn.Module, tokens: torch.Tensor, fused: bool) -> torch.Tensor:
+    """
+    Apply a timm `Block` with explicit attention (the reference's math) or, if `fused`, SDPA.
+
+    The modules are built with `attn.fused_attn = False` and never switched, so `block(tokens)` is
+    the faithful path for every caller at any time.
+    """
+    return fused_block(block, tokens) if fused else block(tokens)
+
+
+def pin_explicit_attention(blocks: Iterable[nn.Module]) -> None:
+    """Make timm's own forward use explicit softmax attention (done once, at construction)."""
+    for block in blocks:
+        block.attn.fused_attn = False

@@ -7,7 +7,7 @@ Accepted layouts:
 - a bare R2Former state dict, with or without `module.`;
 - the global-only `msls_v2_deits.pth`: bare DeiT keys under `module.` (`module.cls_token`,
   `module.head.weight`, ...). It has no trained local head or reranker, so reranking is
-      unavailable.
+  unavailable.
 
 `torch.load(weights_only=True)` never executes code from the file: a checkpoint whose unpickling
 would run code is refused, with no fallback to unsafe loading.

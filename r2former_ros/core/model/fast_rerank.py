@@ -7,7 +7,7 @@ What the faithful path spends its time and memory on, and what this path does in
 - it repeats the query's normalisation per pair; here the query is normalised once;
 - it runs the 1001-token level-2 attention explicitly; here torch SDPA (fused, no 1001^2 matrix per
   head when a fused kernel is available) does it, and candidates go through in chunks to bound
-      memory;
+  memory;
 - it computes every row of each level's last block although only the cls row is read; here only the
   cls row is computed (exact: keys and values still come from every token).
 In fp32 the scores agree with the faithful path to float rounding (the fixture's top-10 order is
@@ -16,8 +16,7 @@ identical); reduced precision (bf16/fp16) is opt-in because it can reorder nearl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -37,8 +36,7 @@ def correspondence_rows_topk(query_local: torch.Tensor, db_local: torch.Tensor,
 
     Returns:
         Rows identical in value to `Reranker.correspondence_rows` (entry order may differ only
-            between
-        exactly tied correlations).
+        between exactly tied correlations).
     """
     query_xyz, query_desc = split_local(query_local)  # (Kq, 3), (Kq, D)
     db_xyz, db_desc = split_local(db_local)  # (N, Kd, 3), (N, Kd, D)
@@ -62,16 +60,6 @@ def correspondence_rows_topk(query_local: torch.Tensor, db_local: torch.Tensor,
     db_side = torch.cat((d_side_query, d_side_db, d_corr.unsqueeze(-1)), dim=-1)
     rows = torch.cat((query_side, db_side), dim=1)
     return rows  # (N, Kq + Kd, c, PAIR_CHANNELS)
-
-
-@contextmanager
-def fused_attention(reranker: Reranker) -> Iterator[None]:
-    """Switch the reranker's blocks to SDPA for a while; the faithful path never sees it."""
-    reranker.set_fused_attention(True)
-    try:
-        yield
-    finally:
-        reranker.set_fused_attention(False)
 
 
 def autocast_for(device: torch.device, dtype: torch.dtype | None):  # noqa: ANN201
@@ -99,11 +87,11 @@ def fast_rerank_logits(reranker: Reranker, query_local: torch.Tensor, db_local: 
     device = reranker.decoder_pred.weight.device
     query_local = query_local.to(device, torch.float32)
     outputs = []
-    with fused_attention(reranker), autocast_for(device, dtype):
+    with autocast_for(device, dtype):
         for start in range(0, db_local.shape[0], chunk):
             db_chunk = db_local[start:start + chunk].to(device, torch.float32)
             rows = correspondence_rows_topk(query_local, db_chunk, reranker.num_corr)
-            outputs.append(reranker.score_rows(rows, cls_only_last=True).float())
+            outputs.append(reranker.score_rows(rows, cls_only_last=True, fused=True).float())
     return torch.cat(outputs) if outputs else torch.empty((0, 2), device=device)
 
 

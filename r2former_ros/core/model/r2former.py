@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from r2former_ros.core.features import ImageFeatures
-from r2former_ros.core.model.backbone import build_deit, run_backbone, set_fused_attention
+from r2former_ros.core.model.backbone import build_deit, run_backbone
 from r2former_ros.core.model.config import R2FormerConfig
 from r2former_ros.core.model.local_tokens import select_local_tokens
 from r2former_ros.core.model.reranker import Reranker, rerank_score
@@ -33,7 +33,6 @@ class R2Former(nn.Module):
         self.Reranker = Reranker(self.config)  # noqa: N815 - name fixed by the checkpoint keys
         # False for global-only checkpoints (msls_v2_deits.pth): local_head/Reranker are untrained.
         self.has_reranker = True
-        set_fused_attention(self.backbone, False)
         self.eval()
 
     @property
@@ -49,16 +48,14 @@ class R2Former(nn.Module):
         Args:
             images: normalised batch at the configured input size.
             fast: fused SDPA attention in blocks 0-10 (same math; float rounding differs slightly).
+                Passed down as an argument: no module flag is switched, so threads encoding with
+                different modes at once do not disturb each other.
             autocast_dtype: opt-in bf16/fp16 for blocks 0-10 (fast path only).
 
         Returns:
             global_desc (B, G), local_feats (B, K, 3 + D), token_index (B, K).
         """
-        set_fused_attention(self.backbone, fast)
-        try:
-            out = run_backbone(self.backbone, images, autocast_dtype if fast else None)
-        finally:
-            set_fused_attention(self.backbone, False)
+        out = run_backbone(self.backbone, images, autocast_dtype if fast else None, fused=fast)
         local_feats, token_index = select_local_tokens(
             out.last_block_input, out.selection_score, self.local_head, self.config)
         return out.global_desc, local_feats, token_index

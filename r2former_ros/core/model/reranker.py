@@ -16,7 +16,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
-from r2former_ros.core.model.blocks import leading_rows_of_block
+from r2former_ros.core.model.blocks import leading_rows_of_block, pin_explicit_attention, run_block
 from r2former_ros.core.model.config import R2FormerConfig
 
 PAIR_CHANNELS = 7  # q_x, q_y, q_att, d_x, d_y, d_att, correlation
@@ -65,12 +65,7 @@ class Reranker(nn.Module):
         self.pair_head = nn.Linear(PAIR_CHANNELS, dim)
         self.pair_head_2 = nn.Linear(dim, dim)
         self.decoder_pred = nn.Linear(dim, 2)
-        self.set_fused_attention(False)
-
-    def set_fused_attention(self, enabled: bool) -> None:
-        """Explicit softmax attention (faithful) or torch SDPA (fast path)."""
-        for block in (*self.blocks, *self.blocks_2):
-            block.attn.fused_attn = enabled
+        pin_explicit_attention((*self.blocks, *self.blocks_2))
 
     def correspondence_rows(self, query_local: torch.Tensor,
                             db_local: torch.Tensor) -> torch.Tensor:
@@ -98,7 +93,8 @@ class Reranker(nn.Module):
         db_side = db_side.transpose(1, 2)  # (B, Kd, top, 7), channel order still [q, d, corr]
         return torch.cat((query_side, db_side), dim=1)
 
-    def score_rows(self, rows: torch.Tensor, cls_only_last: bool = False) -> torch.Tensor:
+    def score_rows(self, rows: torch.Tensor, cls_only_last: bool = False,
+                   fused: bool = False) -> torch.Tensor:
         """
         Run both transformer levels on rows (B, R, num_corr, 7); return (B, 2) logits.
 
@@ -106,30 +102,32 @@ class Reranker(nn.Module):
             rows: correspondence rows.
             cls_only_last: compute each level's last block for its cls row only (exact; the fast
                 path uses it, the faithful path runs every row like the reference).
+            fused: torch SDPA attention in the blocks (fast path) instead of the reference's
+                explicit softmax; an argument rather than module state, so it is thread-safe.
         """
         batch, num_rows, num_corr, _ = rows.shape
         # Level 1: each row's top-k entries, anchored at the entry's database (x, y).
         entries = self.pair_head(rows) + sincos_embed_2d(rows[..., 3], rows[..., 4], self.dim)
         entries = entries.reshape(batch * num_rows, num_corr, self.dim)
         tokens = torch.cat((self.cls_token_2.expand(entries.shape[0], -1, -1), entries), dim=1)
-        row_cls = self.run_blocks(self.blocks_2, tokens, cls_only_last)
+        row_cls = self.run_blocks(self.blocks_2, tokens, cls_only_last, fused)
         row_embed = self.pair_head_2(self.decoder_norm(row_cls)).view(batch, num_rows, self.dim)
         # Level 2: anchored at the query (x, y) of each row's best entry.
         row_embed = row_embed + sincos_embed_2d(rows[:, :, 0, 0], rows[:, :, 0, 1], self.dim)
         tokens = torch.cat((self.cls_token.expand(batch, -1, -1), row_embed), dim=1)
-        pair_cls = self.run_blocks(self.blocks, tokens, cls_only_last)
+        pair_cls = self.run_blocks(self.blocks, tokens, cls_only_last, fused)
         return self.decoder_pred(self.decoder_norm(pair_cls))
 
     @staticmethod
-    def run_blocks(blocks: nn.ModuleList, tokens: torch.Tensor,
-                   cls_only_last: bool) -> torch.Tensor:
-        """Apply `blocks` and return the cls row (B, C) of the output."""
+    def run_blocks(blocks: nn.ModuleList, tokens: torch.Tensor, cls_only_last: bool,
+                   fused: bool = False) -> torch.Tensor:
+        """Apply `blocks` (SDPA attention if `fused`); return the cls row (B, C) of the output."""
         if not cls_only_last:
             for block in blocks:
-                tokens = block(tokens)
+                tokens = run_block(block, tokens, fused)
             return tokens[:, 0]
         for block in blocks[:-1]:
-            tokens = block(tokens)
+            tokens = run_block(block, tokens, fused)
         cls_row, _ = leading_rows_of_block(blocks[-1], tokens, 1)
         return cls_row[:, 0]
 

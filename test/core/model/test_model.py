@@ -120,8 +120,6 @@ def test_fast_rerank_matches_faithful(model, batch):
     rows_dense = model.Reranker.correspondence_rows(query.expand(4, -1, -1), db)
     rows_topk = correspondence_rows_topk(query, db, TINY_CONFIG.rerank_num_corr)
     torch.testing.assert_close(rows_topk, rows_dense, atol=0, rtol=0)
-    # the fast path leaves the module in its faithful (explicit attention) state
-    assert not any(block.attn.fused_attn for block in model.Reranker.blocks)
 
 
 def test_fast_extraction_selects_the_same_tokens(model, batch):
@@ -130,4 +128,51 @@ def test_fast_extraction_selects_the_same_tokens(model, batch):
     for a, b in zip(faithful.token_index, fast.token_index, strict=True):
         assert set(a.tolist()) == set(b.tolist())
     np.testing.assert_allclose(fast.global_desc, faithful.global_desc, atol=1e-5)
-    assert not any(block.attn.fused_attn for block in model.backbone.blocks)
+
+
+def test_fused_block_matches_the_timm_block(model, batch):
+    from r2former_ros.core.model.blocks import fused_block
+
+    with torch.inference_mode():
+        tokens = embed_tokens(model.backbone, batch)
+        block = model.backbone.blocks[0]
+        torch.testing.assert_close(fused_block(block, tokens), block(tokens), atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_attention_mode_is_an_argument_not_module_state(model, batch, monkeypatch):
+    """Neither path writes any attribute of an attention module (no flag flipped around calls)."""
+    from timm.models.vision_transformer import Attention
+
+    from r2former_ros.core.model.fast_rerank import fast_rerank_logits
+
+    writes = []
+    original = Attention.__setattr__
+
+    def recording_setattr(self, name, value):
+        writes.append(name)
+        original(self, name, value)
+
+    monkeypatch.setattr(Attention, '__setattr__', recording_setattr)
+    feats = model.encode(batch, fast=True)
+    model.encode(batch)
+    query = torch.from_numpy(feats.local_feats[0])
+    fast_rerank_logits(model.Reranker, query, torch.from_numpy(feats.local_feats[1:]))
+    model.rerank_logits(query.expand(2, -1, -1), torch.from_numpy(feats.local_feats[1:]))
+    assert writes == []
+    blocks = [*model.backbone.blocks, *model.Reranker.blocks, *model.Reranker.blocks_2]
+    assert not any(block.attn.fused_attn for block in blocks)
+
+
+def test_fast_and_faithful_encoders_in_two_threads_give_serial_results(model, batch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    serial_fast = model.encode(batch, fast=True)
+    serial_faithful = model.encode(batch)
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(model.encode, batch, fast) for fast in (True, False) * 3]
+        results = [job.result() for job in jobs]
+    for index, result in enumerate(results):
+        expected = serial_fast if index % 2 == 0 else serial_faithful
+        np.testing.assert_array_equal(result.global_desc, expected.global_desc)
+        np.testing.assert_array_equal(result.token_index, expected.token_index)
