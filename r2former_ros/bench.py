@@ -36,8 +36,8 @@ from r2former_ros.core.model.checkpoint import load_checkpoint
 from r2former_ros.core.model.config import R2FormerConfig
 from r2former_ros.core.model.fast_rerank import fast_rerank_scores
 from r2former_ros.core.model.r2former import R2Former
-from r2former_ros.core.places.backends import R2FormerPlaceModel, seeded_r2former
 from r2former_ros.core.places.preprocessing import preprocess
+from r2former_ros.core.places.r2former import R2FormerPlaceModel, seeded_r2former
 from r2former_ros.parity import strict_fp32
 
 

@@ -8,7 +8,7 @@ from route_world import RouteWorld, make_route
 
 from r2former_ros.core.geo.coords import place_position
 from r2former_ros.core.mapdb import MapWriter, PlaceRecord
-from r2former_ros.core.places.backends import PlaceModel
+from r2former_ros.core.places.base import PlaceModel
 
 
 def write_image_map(path: Path, model: PlaceModel, images, latlon, local_format: str = 'int8',

@@ -47,7 +47,7 @@ SMALL_CONFIG = R2FormerConfig(input_hw=(128, 160), num_local=48)
 
 def small_place_model(config: R2FormerConfig = SMALL_CONFIG, mode: str = 'fast'):
     """A PlaceModel (seeded R2Former) for map/localizer/node tests."""
-    from r2former_ros.core.places.backends import R2FormerPlaceModel, seeded_r2former
+    from r2former_ros.core.places.r2former import R2FormerPlaceModel, seeded_r2former
 
     model, sha = seeded_r2former(config)
     return R2FormerPlaceModel(model, sha, None, torch.device('cpu'), mode=mode)

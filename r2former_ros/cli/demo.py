@@ -74,8 +74,8 @@ def register(subparsers: Any) -> None:
 
 def choose_model(args: argparse.Namespace) -> tuple[Any, list[str]]:
     """Load the demo's place model; return it and the lines that say what it is."""
-    from r2former_ros.core.places.backends import (  # noqa: PLC0415 - torch loads slowly
-        CHECKPOINT_NAME,
+    from r2former_ros.core.places.base import CHECKPOINT_NAME  # noqa: PLC0415 - torch loads slowly
+    from r2former_ros.core.places.factory import (  # noqa: PLC0415 - torch loads slowly
         cache_dir,
         default_checkpoint,
         load_place_model,

@@ -64,7 +64,7 @@ def _check(args: argparse.Namespace) -> str:
 
 def _load_model(args: argparse.Namespace, mode: str) -> Any:
     from r2former_ros.core.mapdb import map_info  # noqa: PLC0415
-    from r2former_ros.core.places.backends import load_place_model, model_settings_for_map  # noqa: PLC0415 - torch is slow
+    from r2former_ros.core.places.factory import load_place_model, model_settings_for_map  # noqa: PLC0415 - torch is slow
 
     input_hw, num_local, backbone = args.input_size, args.num_local, args.backbone
     checkpoint = args.checkpoint

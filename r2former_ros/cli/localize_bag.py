@@ -158,7 +158,7 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
 def run(args: argparse.Namespace) -> int:
     """Entry point of the verb."""
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
-    from r2former_ros.core.places.backends import load_place_model, model_settings_for_map  # noqa: PLC0415 - heavy imports
+    from r2former_ros.core.places.factory import load_place_model, model_settings_for_map  # noqa: PLC0415 - heavy imports
 
     database = MapDatabase.open(args.map)
     # Unset checkpoint/input size/token count come from the map (what it was built with).

@@ -53,7 +53,7 @@ from r2former_ros.core.drawing.match_image import result_match_image
 from r2former_ros.core.errors import ConfigError, ImageError, R2FormerError
 from r2former_ros.core.localize.localizer import Localizer
 from r2former_ros.core.mapdb import MapDatabase
-from r2former_ros.core.places.backends import load_place_model, model_settings_for_map
+from r2former_ros.core.places.factory import load_place_model, model_settings_for_map
 from r2former_ros.core.types import LocalizationResult
 from r2former_ros.ros import conversions
 from r2former_ros.ros.parameters import (

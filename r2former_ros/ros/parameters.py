@@ -25,7 +25,7 @@ from rclpy.node import Node
 from r2former_ros.core.device import resolve_device
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.localize.localizer import LocalizerConfig
-from r2former_ros.core.places.backends import BACKBONES, PRECISIONS
+from r2former_ros.core.places.base import BACKBONES, PRECISIONS
 
 TRANSPORTS = ('raw', 'compressed', 'both')
 MAX_TOP_K = 100_000

@@ -50,7 +50,7 @@ from r2former_ros.core.localize.calibration import (
 from r2former_ros.core.localize.confidence import ConfidenceModel, confidence_features
 from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase, MapWriter, PlaceRecord
-from r2former_ros.core.places.backends import PlaceModel
+from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.types import PlacePosition
 
 LOG = logging.getLogger(__name__)

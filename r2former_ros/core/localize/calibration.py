@@ -45,7 +45,7 @@ from r2former_ros.core.localize.confidence import (
 )
 from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase
-from r2former_ros.core.places.backends import PlaceModel
+from r2former_ros.core.places.base import PlaceModel
 
 LOG = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from r2former_ros.core.errors import ConfigError, MapError
 from r2former_ros.core.localize.confidence import ConfidenceModel, confidence_features
 from r2former_ros.core.mapdb import MapDatabase
-from r2former_ros.core.places.backends import PlaceModel
+from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.types import Candidate, LocalizationResult
 
 MATCH_LINES = 20  # token pairs drawn in the match image, like the paper's figure

@@ -68,7 +68,8 @@ from r2former_ros.core.mapdb import (
     PlaceRecord,
     map_info,
 )
-from r2former_ros.core.places.backends import PlaceModel, load_place_model
+from r2former_ros.core.places.base import PlaceModel
+from r2former_ros.core.places.factory import load_place_model
 from r2former_ros.core.places.preprocessing import preprocess
 from r2former_ros.core.types import PlacePosition
 

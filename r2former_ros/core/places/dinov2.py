@@ -24,7 +24,7 @@ from r2former_ros.core.model.dinov2 import (
     Dinov2Backbone,
 )
 from r2former_ros.core.model.mnn_rerank import rerank_scores
-from r2former_ros.core.places.backends import PlaceModel, model_identity
+from r2former_ros.core.places.base import PlaceModel, model_identity
 from r2former_ros.core.places.weights import (
     cached_weights_path,
     load_dinov2_s14_state_dict,

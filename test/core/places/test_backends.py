@@ -1,7 +1,7 @@
 import pytest
 
 from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.places.backends import load_place_model, model_settings_for_map
+from r2former_ros.core.places.factory import load_place_model, model_settings_for_map
 
 MAP_MODEL = {'backbone': 'r2former', 'checkpoint': '', 'input_hw': [128, 160], 'num_local': 48}
 
