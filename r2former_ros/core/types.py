@@ -44,8 +44,18 @@ class LocalizationResult:
     # (M, 2) int pairs (query token row, map token row) of the strongest local correspondences
     # with the best candidate, for the match image; empty when unavailable.
     token_pairs: list[tuple[int, int]] = field(default_factory=list)
+    # False when the confidence is a raw score: the map has no calibration for the running
+    # settings (backbone, ranking, filter, threshold_m).
+    calibrated: bool = True
+    # The sequence filter's most probable place (None without a filter); `confidence` is then
+    # the posterior mass within threshold_m of it, while `candidates` keep single-frame scores.
+    filtered_best: Candidate | None = None
+    # Posterior probability of "not in the map" (None without a filter).
+    outside_prob: float | None = None
 
     @property
     def best(self) -> Candidate | None:
-        """The top candidate, or None when the map returned nothing."""
+        """The filter's place when filtering, else the top candidate (None: no candidates)."""
+        if self.filtered_best is not None:
+            return self.filtered_best
         return self.candidates[0] if self.candidates else None

@@ -1,0 +1,91 @@
+"""
+Cost of one sequence-filter frame at 1k and 100k places (CPU), printed as JSON.
+
+The map is a synthetic street grid (places every 5 m along streets 100 m apart); a drive runs
+along it at 10 m/s, 2 frames per second, and every frame brings K=100 ranked candidates (the true
+place and its neighbours on top, the rest random). The filter's motion bound is 20 m/s. The
+"ambiguous" runs give every candidate the same score, so the belief stays spread over the most
+places the filter keeps (max_active): the worst case per frame.
+
+    .venv/bin/python bench/sequence_filter.py > bench/sequence_filter.json
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+
+import numpy as np
+
+from r2former_ros.core.localize.sequence_filter import (
+    FilterConfig,
+    ObservationModel,
+    SequenceFilter,
+)
+
+SPACING_M = 5.0
+BLOCK_M = 100.0
+TOP_K = 100
+FRAMES = 400
+FPS = 2.0
+SPEED_MPS = 10.0
+
+
+def street_grid(num_places: int) -> tuple[np.ndarray, np.ndarray]:
+    """Places every SPACING_M along east-west streets BLOCK_M apart, filling a square."""
+    per_street = max(2, int(np.sqrt(num_places * BLOCK_M / SPACING_M)))
+    index = np.arange(num_places)
+    east = (index % per_street) * SPACING_M
+    north = (index // per_street) * BLOCK_M
+    return east.astype(float), north.astype(float)
+
+
+def run(num_places: int, ambiguous: bool = False, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    east, north = street_grid(num_places)
+    filt = SequenceFilter(east, north, FilterConfig(max_speed_mps=20.0),
+                          ObservationModel(weight_score=12.0, weight_gap=10.0, bias=-7.0,
+                                           floor=0.05, fitted=True))
+    step = int(round(SPEED_MPS / FPS / SPACING_M))
+    start = num_places // 3
+    frames = []
+    for t in range(FRAMES):
+        truth = start + t * step
+        near = truth + np.arange(-2, 3)
+        far = rng.choice(num_places, TOP_K - near.size, replace=False)
+        ids = np.r_[near, far]
+        scores = np.r_[[0.75, 0.8, 0.85, 0.8, 0.75], 0.3 + 0.05 * rng.random(far.size)]
+        if ambiguous:  # every candidate looks alike: the belief stays spread (worst case)
+            scores = 0.6 + 0.01 * rng.random(ids.size)
+        order = np.argsort(-scores)
+        frames.append((ids[order], scores[order], truth))
+    times, actives, edges, right = [], [], [], []
+    for t, (ids, scores, truth) in enumerate(frames):
+        begin = time.perf_counter()
+        est = filt.update(ids, scores, stamp_s=t / FPS)
+        times.append((time.perf_counter() - begin) * 1e3)
+        actives.append(est.num_active)
+        edges.append(est.num_edges)
+        right.append(abs(est.place_id - truth) <= 2)
+    ms = np.asarray(times[10:])  # skip the first frames (caches, start-up)
+    return {'num_places': num_places, 'scores': 'ambiguous (flat)' if ambiguous else 'normal',
+            'top_k': TOP_K, 'frames': FRAMES,
+            'ms_per_frame_mean': float(ms.mean()), 'ms_per_frame_median': float(np.median(ms)),
+            'ms_per_frame_p99': float(np.percentile(ms, 99)),
+            'active_places_max': int(max(actives)), 'edges_per_frame_max': int(max(edges)),
+            'filtered_top1_right': float(np.mean(right))}
+
+
+def main() -> None:
+    out = {'what': 'sequence filter, one frame (predict + observe + prune + estimate)',
+           'machine': f'{platform.machine()} {platform.processor() or ""}'.strip(),
+           'python': platform.python_version(), 'numpy': np.__version__,
+           'note': 'shared 2-core CPU, no GPU involved (the filter is numpy on the CPU)',
+           'results': [run(1_000), run(100_000), run(1_000, ambiguous=True),
+                       run(100_000, ambiguous=True)]}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == '__main__':
+    main()

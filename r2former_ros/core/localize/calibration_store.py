@@ -1,0 +1,163 @@
+"""
+The manifest's calibration block: what was fitted, under which settings, and whether it applies.
+
+A calibration is only valid for the settings it was fitted under: the backbone (scores of
+different models mean different things), the ranking (a rerank probability is not a cosine;
+``rerank_top_N`` with N as fitted), the filter (a posterior mass is not a single-frame score)
+and ``threshold_m`` (the event whose probability is predicted). Applying one checks all four;
+on a mismatch the confidence is the raw score, the result says ``calibrated=False`` and one
+warning names the difference.
+
+Block layout (``manifest['calibration']``; the first six keys are the single-frame model as
+:class:`~r2former_ros.core.localize.confidence.ConfidenceModel` writes it, so older readers
+keep working)::
+
+    method, threshold_m, weights, bias, feature_names, info
+    settings     {backbone, ranking, threshold_m, filters: ['none'] or ['none', 'hmm'],
+                  max_speed_mps}
+    source       {kind: 'drive' | 'map self-queries', drive: name or None}
+    observation  the sequence filter's ObservationModel (or None)
+    filtered     {weights: [a], bias: b, feature_names: ['posterior_logit']} (or None):
+                 calibrated filter confidence = sigmoid(a * logit(posterior mass) + b)
+    ece_cv       {single, filtered, folds, split: 'contiguous blocks'}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import math
+from typing import Any
+
+import numpy as np
+
+from r2former_ros.core.localize.confidence import ConfidenceModel
+from r2former_ros.core.localize.sequence_filter import ObservationModel
+
+MASS_CLIP = 1e-6  # posterior masses are clipped to [MASS_CLIP, 1 - MASS_CLIP] before the logit
+
+
+def ranking_name(rerank_top_n: int) -> str:
+    """'global' or 'rerank_top_N': what the top score of a result is."""
+    return f'rerank_top_{int(rerank_top_n)}' if rerank_top_n else 'global'
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """The settings a confidence depends on (see the module docstring)."""
+
+    backbone: str
+    ranking: str
+    filter: str
+    threshold_m: float
+
+    def describe(self) -> str:
+        return (f'backbone {self.backbone}, ranking {self.ranking}, filter {self.filter}, '
+                f'threshold {self.threshold_m:g} m')
+
+
+def posterior_logit(mass: float) -> float:
+    clipped = min(max(float(mass), MASS_CLIP), 1.0 - MASS_CLIP)
+    return math.log(clipped / (1.0 - clipped))
+
+
+@dataclass(frozen=True)
+class FilteredConfidence:
+    """Platt scaling of the filter's posterior mass within threshold_m."""
+
+    weight: float
+    bias: float
+
+    def predict(self, mass: float) -> float:
+        z = self.weight * posterior_logit(mass) + self.bias
+        return 1.0 / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'weights': [self.weight], 'bias': self.bias,
+                'feature_names': ['posterior_logit']}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> FilteredConfidence | None:
+        if not data or not data.get('weights'):
+            return None
+        return cls(float(data['weights'][0]), float(data.get('bias', 0.0)))
+
+
+def stored_settings(block: dict[str, Any]) -> dict[str, Any]:
+    """Return the block's settings (older blocks without them: read from their info)."""
+    if block.get('settings'):
+        return dict(block['settings'])
+    info = block.get('info') or {}
+    return {'backbone': info.get('backbone'),
+            'ranking': ranking_name(int(info.get('rerank_top_n') or 0))
+            if 'rerank_top_n' in info else None,
+            'threshold_m': block.get('threshold_m'), 'filters': ['none']}
+
+
+def calibrated_settings(block: dict[str, Any] | None) -> list[str]:
+    """One line per calibrated setting combination (for `r2former map info`)."""
+    if not block or not block.get('weights'):
+        return []
+    settings = stored_settings(block)
+    filters = list(settings.get('filters') or ['none'])
+    if 'hmm' in filters and not FilteredConfidence.from_dict(block.get('filtered')):
+        filters.remove('hmm')
+    source = block.get('source') or {}
+    drive = source.get('drive') or source.get('kind') or 'map self-queries'
+    return [CalibrationSettings(str(settings.get('backbone')), str(settings.get('ranking')),
+                                name, float(settings.get('threshold_m') or 0.0)).describe()
+            + f' (fitted on {drive})' for name in filters]
+
+
+@dataclass
+class AppliedCalibration:
+    """What the localizer uses: the single-frame model, the filter's models, and the verdict."""
+
+    single: ConfidenceModel
+    filtered: FilteredConfidence | None
+    observation: ObservationModel
+    calibrated: bool
+    mismatch: str | None = None  # why not calibrated (None when calibrated)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _mismatch(settings: dict[str, Any], running: CalibrationSettings) -> str | None:
+    if settings.get('backbone') not in (None, running.backbone):
+        return f'backbone {settings.get("backbone")} (running {running.backbone})'
+    if settings.get('ranking') not in (None, running.ranking):
+        return f'ranking {settings.get("ranking")} (running {running.ranking})'
+    stored_threshold = settings.get('threshold_m')
+    if stored_threshold is not None and not np.isclose(float(stored_threshold),
+                                                       running.threshold_m):
+        return f'threshold_m {stored_threshold} (running {running.threshold_m:g})'
+    return None
+
+
+def apply_calibration(block: dict[str, Any] | None,
+                      running: CalibrationSettings) -> AppliedCalibration:
+    """
+    Decide what of a stored calibration applies to the running settings.
+
+    The observation model of the filter is used whenever backbone and ranking match (it reads
+    scores, not the threshold); the confidence is calibrated only when all four settings match.
+    """
+    raw = ConfidenceModel(threshold_m=running.threshold_m)
+    if not block or not block.get('weights'):
+        return AppliedCalibration(raw, None, ObservationModel(), False,
+                                  'the map has no calibration')
+    settings = stored_settings(block)
+    mismatch = _mismatch(settings, running)
+    scores_match = mismatch is None or mismatch.startswith('threshold_m')
+    observation = ObservationModel.from_dict(block.get('observation')) if scores_match \
+        else ObservationModel()
+    filtered = FilteredConfidence.from_dict(block.get('filtered'))
+    if mismatch is None and running.filter not in (settings.get('filters') or ['none']):
+        mismatch = f'filter {"/".join(settings.get("filters") or ["none"])} ' \
+                   f'(running {running.filter})'
+    if mismatch is None and running.filter == 'hmm' and filtered is None:
+        mismatch = 'no filtered confidence was fitted (calibrate on a drive with --filter hmm)'
+    if mismatch is not None:
+        return AppliedCalibration(raw, None, observation, False,
+                                  f'calibration fitted for {mismatch}',
+                                  dict(block.get('info') or {}))
+    return AppliedCalibration(ConfidenceModel.from_dict(block, running.threshold_m), filtered,
+                              observation, True, None, dict(block.get('info') or {}))
