@@ -9,8 +9,9 @@ Accepted layouts:
   `module.head.weight`, ...). It has no trained local head or reranker, so reranking is
   unavailable.
 
-`torch.load(weights_only=True)` never executes code from the file: a checkpoint whose unpickling
-would run code is refused, with no fallback to unsafe loading.
+Files are read by `checkpoint_file.read_checkpoint`: `torch.load(weights_only=True)` with only the
+numpy globals the authors' files need allowed, so a checkpoint whose unpickling would run code is
+refused, with no fallback to unsafe loading; a failed download is named as such.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 import logging
 from pathlib import Path
-import pickle
 from typing import Any
 
 import torch
 
 from r2former_ros.core.errors import CheckpointError
 from r2former_ros.core.hashing import file_sha256
+from r2former_ros.core.model.checkpoint_file import read_checkpoint
 from r2former_ros.core.model.config import R2FormerConfig
+from r2former_ros.core.model.official_format import save_official_format  # noqa: F401 - re-export
 from r2former_ros.core.model.r2former import R2Former
 
 LOG = logging.getLogger(__name__)
@@ -46,27 +48,6 @@ class LoadedCheckpoint:
     layout: str  # LAYOUT_FULL or LAYOUT_GLOBAL_ONLY
     sha256: str
     path: str
-
-
-def read_checkpoint(path: str | Path) -> Any:
-    """
-    Read a checkpoint file without ever executing code from it.
-
-    Raises:
-        CheckpointError: missing file, not a torch file, or a pickle that needs arbitrary code.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f'checkpoint {path} does not exist or is not a file')
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f'refusing to load {path}: it needs code execution to unpickle, which a weights '
-            f'file never should (weights_only=True rejected it: {str(err).splitlines()[0]})'
-        ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f'{path} is not a readable torch checkpoint: {err}') from err
 
 
 def unwrap_state_dict(obj: Any, source: str = 'checkpoint') -> dict[str, torch.Tensor]:
@@ -196,14 +177,3 @@ def load_checkpoint(path: str | Path, config: R2FormerConfig | None = None) -> L
     state_dict = unwrap_state_dict(obj, str(path))
     model, layout = model_from_state_dict(state_dict, config, source=str(path))
     return LoadedCheckpoint(model=model, layout=layout, sha256=file_sha256(path), path=str(path))
-
-
-def save_official_format(model: R2Former, path: str | Path, epoch: int = 0) -> None:
-    """
-    Write `model` the way the reference's training script does (for tests and conversions).
-
-    A dict with `model_state_dict` under DataParallel's `module.` prefix plus training metadata.
-    """
-    state = {f'module.{key}': value for key, value in model.state_dict().items()}
-    torch.save({'epoch_num': epoch, 'model_state_dict': state, 'optimizer_state_dict': {},
-                'recalls': [0.0, 0.0], 'best_r5': 0.0, 'not_improved_num': 0}, path)

@@ -1,13 +1,27 @@
 import os
 import pickle
+import pickletools
+import zipfile
 
 from model_factory import TINY_CONFIG, seeded_model, torch_state_equal, write_official_checkpoint
+import numpy as np
 import pytest
 import torch
 
 from r2former_ros.core.errors import CheckpointError
 from r2former_ros.core.model.checkpoint import LAYOUT_FULL, LAYOUT_GLOBAL_ONLY, load_checkpoint
+from r2former_ros.core.model.checkpoint_file import numpy_safe_globals, read_checkpoint
 from r2former_ros.core.model.config import R2FormerConfig
+from r2former_ros.core.model.official_format import save_official_format
+
+NUMPY1_GLOBALS = {'numpy.core.multiarray _reconstruct', 'numpy ndarray', 'numpy dtype',
+                  'numpy.core.multiarray scalar'}
+
+
+def pickle_globals(path):
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.endswith('/data.pkl')))
+    return {str(arg) for op, arg, _ in pickletools.genops(data) if op.name == 'GLOBAL'}
 
 
 @pytest.fixture(scope='module')
@@ -16,10 +30,23 @@ def reference_state():
 
 
 def test_official_training_checkpoint(tmp_path, reference_state):
+    """The authors' layout: numpy recalls/best_r5 and Adam state, pickled under numpy 1.x names."""
     path = write_official_checkpoint(tmp_path / 'CVPR23_DeitS_Rerank.pth')
-    raw = torch.load(path, weights_only=True)
-    assert set(raw) >= {'epoch_num', 'model_state_dict', 'optimizer_state_dict'}
+    names = pickle_globals(path)
+    assert NUMPY1_GLOBALS <= names
+    assert not any(name.startswith('numpy._core') for name in names)
+    # torch's default allow-list refuses such a file: this is what the loader must handle
+    with pytest.raises(pickle.UnpicklingError, match='numpy.core.multiarray._reconstruct'):
+        torch.load(path, weights_only=True)
+    raw = read_checkpoint(path)
+    assert set(raw) == {'epoch_num', 'model_state_dict', 'optimizer_state_dict', 'recalls',
+                        'best_r5', 'not_improved_num'}
     assert all(k.startswith('module.') for k in raw['model_state_dict'])
+    assert isinstance(raw['recalls'], np.ndarray) and raw['recalls'].dtype == np.float64
+    assert type(raw['best_r5']) is np.float64 and raw['best_r5'] == raw['recalls'][1]
+    group = raw['optimizer_state_dict']['param_groups'][0]
+    assert group['betas'] == (0.9, 0.999) and isinstance(group['betas'], tuple)
+    assert set(raw['optimizer_state_dict']['state'][0]) == {'step', 'exp_avg', 'exp_avg_sq'}
     loaded = load_checkpoint(path, TINY_CONFIG)
     assert loaded.layout == LAYOUT_FULL and loaded.model.has_reranker
     assert torch_state_equal(loaded.model.state_dict(), reference_state)
@@ -37,10 +64,13 @@ def test_bare_state_dict_with_or_without_module_prefix(tmp_path, reference_state
 
 def test_global_only_msls_layout_loads_backbone_and_disables_reranking(tmp_path, reference_state,
                                                                        caplog):
-    deit = {'module.' + k[len('backbone.'):]: v for k, v in reference_state.items()
-            if k.startswith('backbone.')}
     path = tmp_path / 'msls_v2_deits.pth'
-    torch.save({'model_state_dict': deit, 'epoch_num': 3}, path)
+    save_official_format(seeded_model(), path, global_only=True)
+    assert NUMPY1_GLOBALS <= pickle_globals(path)
+    keys = set(read_checkpoint(path)['model_state_dict'])
+    assert {'module.cls_token', 'module.dist_token', 'module.blocks.0.attn.qkv.weight',
+            'module.head.weight', 'module.head_dist.bias'} <= keys
+    assert not any(key.startswith(('module.backbone.', 'module.Reranker.')) for key in keys)
     loaded = load_checkpoint(path, TINY_CONFIG)
     assert loaded.layout == LAYOUT_GLOBAL_ONLY
     assert not loaded.model.has_reranker
@@ -89,27 +119,64 @@ def test_malicious_pickle_is_refused_not_executed(tmp_path):
     marker = tmp_path / 'pwned'
     path = tmp_path / 'evil.pth'
     torch.save({'model_state_dict': {'x': _Exploit(marker)}}, path)
-    with pytest.raises(CheckpointError, match='refusing to load'):
+    with pytest.raises(CheckpointError, match='refusing to load') as info:
         load_checkpoint(path, TINY_CONFIG)
     assert not marker.exists()
+    assert 'would call posix.system' in str(info.value)
+    assert 'weights_only' not in str(info.value) and '\n' not in str(info.value)
     # a plain pickle (not a torch zip) carrying the same payload is refused too
     plain = tmp_path / 'evil.pkl'
     plain.write_bytes(pickle.dumps(_Exploit(marker)))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match='refusing to load'):
         load_checkpoint(plain, TINY_CONFIG)
     assert not marker.exists()
 
 
-@pytest.mark.parametrize('content, message', [
+def test_only_the_reference_numpy_globals_are_allowed(tmp_path):
+    names = {name for _, name in numpy_safe_globals()}
+    assert names == {'numpy.ndarray', 'numpy.dtype', 'numpy.dtypes.Float64DType',
+                     'numpy.core.multiarray._reconstruct', 'numpy.core.multiarray.scalar',
+                     'numpy._core.multiarray._reconstruct', 'numpy._core.multiarray.scalar'}
+    # an array of another dtype needs another class: still refused
+    path = tmp_path / 'int_recalls.pth'
+    torch.save({'model_state_dict': {}, 'recalls': np.zeros(3, dtype=np.int64)}, path)
+    with pytest.raises(CheckpointError, match='refusing to load'):
+        read_checkpoint(path)
+
+
+def _legacy_truncated(path):
+    torch.save({'w': torch.zeros(500)}, path, _use_new_zipfile_serialization=False)
+    path.write_bytes(path.read_bytes()[:-10])
+
+
+def _zip_truncated(path):
+    write_official_checkpoint(path)
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize('make, message', [
     (None, 'does not exist'),
-    (b'not a checkpoint at all', 'not a readable torch checkpoint|refusing'),
+    (lambda p: p.write_bytes(b''), r'is empty \(0 bytes'),
+    (lambda p: p.write_text('<!DOCTYPE html>\n<html><head><title>Google Drive - Virus scan '
+                            'warning</title></head><body>Download anyway</body></html>\n'),
+     r'is an HTML page, not a checkpoint \(a failed download\?\)'),
+    (lambda p: p.write_text('  <html lang="en"><body>Quota exceeded</body></html>'),
+     'is an HTML page'),
+    (lambda p: p.write_text('not a checkpoint at all\n'), "is text, not a checkpoint .*'not a"),
+    (_zip_truncated, 'is truncated: a zip archive of'),
+    (_legacy_truncated, 'is truncated'),
+    (lambda p: p.write_bytes(bytes(range(256))), 'neither a zip archive nor a pickle'),
 ])
-def test_unreadable_files(tmp_path, content, message):
+def test_unreadable_files_get_one_clear_line(tmp_path, make, message):
     path = tmp_path / 'ckpt.pth'
-    if content is not None:
-        path.write_bytes(content)
-    with pytest.raises(CheckpointError, match=message):
+    if make is not None:
+        make(path)
+    with pytest.raises(CheckpointError, match=message) as info:
         load_checkpoint(path, TINY_CONFIG)
+    text = str(info.value)
+    assert '\n' not in text and 'weights_only' not in text
+    if make is not None:
+        assert 'r2former weights fetch r2former' in text
 
 
 def test_unknown_layout(tmp_path):
