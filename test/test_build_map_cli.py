@@ -17,6 +17,14 @@ TINY = ['--input-size', '64x96', '--num-local', '12', '--device', 'cpu', '--no-c
         '--quiet']
 
 
+@pytest.fixture(autouse=True)
+def no_cached_weights(tmp_path, monkeypatch):
+    # Without --backbone, build_map uses a cached checkpoint or the cached DINOv2 fallback: keep
+    # these tests on seeded random R2Former weights whatever the machine has cached.
+    monkeypatch.setenv('R2FORMER_CACHE', str(tmp_path / 'empty-cache'))
+    monkeypatch.delenv('R2FORMER_CHECKPOINT', raising=False)
+
+
 def run(capsys, *args):
     code = cli.main([str(a) for a in args])
     out, err = capsys.readouterr()

@@ -89,3 +89,29 @@ def test_eval_rejects_mixed_sources(tmp_path, capsys):
                  str(tmp_path / 'x.json')])
     assert code == 2
     assert 'either --dataset' in capsys.readouterr().err
+
+
+def test_eval_checks_the_dataset_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    from r2former_ros.core.places import factory
+
+    def no_model(*args, **kwargs):
+        raise AssertionError('the model must not load for a missing dataset')
+
+    monkeypatch.setattr(factory, 'load_place_model', no_model)
+    code = main(['eval', '--dataset', str(tmp_path / 'nope'), '--layout', 'vprbench'])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f'--dataset {tmp_path / "nope"} is not a directory')
+    assert main(['eval', '--map', str(tmp_path), '--bag', str(tmp_path / 'b'), '--image-topic',
+                 '/i', '--gps-topic', '/g']) == 2
+    assert 'is not a map directory' in capsys.readouterr().err
+
+
+def test_eval_prints_without_json(tmp_path, capsys):
+    write_vg_dataset(tmp_path / 'ds', num_places=4)
+    code = main(['eval', '--dataset', str(tmp_path / 'ds'), '--layout', 'vg', '--backbone',
+                 'r2former', *TINY_FLAGS, '--rerank-top', '2', '--device', 'cpu'])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert 'R@1' in out and 'wrote' not in out
+    assert not list(tmp_path.glob('*.json'))

@@ -164,3 +164,44 @@ def test_result_messages_roundtrip_and_covariance() -> None:
     image = rm.to_rosbags(store, rm.IMAGE_TYPE, rm.image_fields(
         np.zeros((2, 3, 3), np.uint8), stamp_ns=1, frame_id='x'))
     assert image.step == 9 and image.data.dtype == np.uint8
+
+
+@pytest.fixture(scope='module')
+def dinov2_map(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny DINOv2 map of 3 corridor images and a query bag (skips without cached weights)."""
+    from r2former_ros.cli.demo import GPS_TOPIC, demo_data_dir, write_traverse_bag
+    from r2former_ros.core.mapping import BuildOptions, build_map
+    from r2former_ros.core.places.dinov2 import dinov2_available
+
+    if not dinov2_available():
+        pytest.skip('DINOv2 fallback weights are not cached (r2former weights fetch dinov2-s14)')
+    root = tmp_path_factory.mktemp('dino')
+    data = demo_data_dir()
+    refs = sorted((data / 'ref').glob('*.jpg'))[:3]
+    queries = sorted((data / 'query').glob('*.jpg'))[:3]
+    map_bag = write_traverse_bag(root / 'map_bag', refs)
+    query_bag = write_traverse_bag(root / 'query_bag', queries, lateral_m=1.0)
+    build_map(BuildOptions(out=root / 'map', bags=[map_bag], image_topic=IMAGE_TOPIC,
+                           gps_topic=GPS_TOPIC, all_frames=True, progress=False,
+                           calibrate=False, backbone='dinov2-s14', input_hw=(112, 112),
+                           num_local=32, device='cpu'))
+    return root / 'map', query_bag
+
+
+def test_localize_bag_takes_the_backbone_from_the_map(dinov2_map: tuple[Path, Path],
+                                                      tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from r2former_ros.cli.main import main
+
+    map_path, query_bag = dinov2_map
+    common = ['localize-bag', '--map', str(map_path), '--bag', str(query_bag), '--image-topic',
+              IMAGE_TOPIC, '--device', 'cpu']
+    # No model flag at all: backbone, input size and token count are the map's.
+    assert main([*common, '--out', str(tmp_path / 'ok')]) == 0
+    assert '/place_recognition: 3' in capsys.readouterr().out
+    assert _read_back(tmp_path / 'ok')['/place_recognition'][0][1].backbone == 'dinov2-s14'
+    # A flag that contradicts the map is refused in one line naming both values.
+    assert main([*common, '--out', str(tmp_path / 'bad'), '--backbone', 'r2former']) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'backbone r2former' in err and 'backbone dinov2-s14' in err and '\n' not in err
+    assert not (tmp_path / 'bad').exists()

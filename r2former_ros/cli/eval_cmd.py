@@ -1,8 +1,8 @@
 """
 `r2former eval`: recall@N, latency and confidence quality on an image dataset or a query bag.
 
-    r2former eval --dataset DIR --layout vg|vprbench [--checkpoint FILE] --json OUT [--plots DIR]
-    r2former eval --map MAP_DIR --bag QUERY_BAG --image-topic T --gps-topic T --json OUT
+    r2former eval --dataset DIR --layout vg|vprbench [--checkpoint FILE] [--json OUT] [--plots DIR]
+    r2former eval --map MAP_DIR --bag QUERY_BAG --image-topic T --gps-topic T [--json OUT]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import sys
 from typing import Any
 
-from r2former_ros.cli.model_args import add_model_arguments
+from r2former_ros.cli.model_args import AUTO_BACKBONE_HELP, add_model_arguments
 from r2former_ros.core.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     source.add_argument('--image-topic', help='query image topic')
     source.add_argument('--gps-topic', help='query NavSatFix topic (the ground truth)')
     source.add_argument('--every', type=int, default=1, help='use every N-th bag image')
-    add_model_arguments(parser, ['r2former', 'dinov2-s14'])
+    add_model_arguments(parser, backbone_help=AUTO_BACKBONE_HELP + "; with --map: the map's")
     parser.add_argument('--threshold-m', type=float, default=25.0,
                         help='a match is true within this distance (default: %(default)s)')
     parser.add_argument('--rerank-top', type=int, default=100, metavar='N',
@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument('--no-calibrate', action='store_true',
                         help='do not calibrate an uncalibrated map in memory')
     parser.add_argument('--max-queries', type=int, help='stop after this many queries')
-    parser.add_argument('--json', type=Path, required=True, help='write the results here')
+    parser.add_argument('--json', type=Path, help='also write the results here (JSON)')
     parser.add_argument('--plots', type=Path, help='write PNG plots into this directory')
     parser.set_defaults(func=run)
 
@@ -55,8 +55,15 @@ def _check(args: argparse.Namespace) -> str:
                           '--bag BAG --image-topic T --gps-topic T')
     if dataset and not args.layout:
         raise ConfigError('--dataset needs --layout vg or --layout vprbench')
+    if dataset and not args.dataset.is_dir():
+        raise ConfigError(f'--dataset {args.dataset} is not a directory')
     if bag and not (args.map_dir and args.bag and args.image_topic and args.gps_topic):
         raise ConfigError('bag evaluation needs --map, --bag, --image-topic and --gps-topic')
+    if bag and args.map_dir and not (args.map_dir / 'manifest.json').is_file():
+        raise ConfigError(f'--map {args.map_dir} is not a map directory (no manifest.json)')
+    missing = [str(p) for p in args.bag or [] if not p.exists()]
+    if missing:
+        raise ConfigError(f'--bag {missing[0]} does not exist')
     if args.rerank_top < 0 or args.threshold_m <= 0 or args.every < 1:
         raise ConfigError('--rerank-top must be >= 0, --threshold-m > 0 and --every >= 1')
     return 'dataset' if dataset else 'bag'
@@ -64,22 +71,19 @@ def _check(args: argparse.Namespace) -> str:
 
 def _load_model(args: argparse.Namespace, mode: str) -> Any:
     from r2former_ros.core.mapdb import map_info  # noqa: PLC0415
-    from r2former_ros.core.places.factory import load_place_model, model_settings_for_map  # noqa: PLC0415 - torch is slow
+    from r2former_ros.core.places.factory import load_place_model, map_model_settings  # noqa: PLC0415 - torch is slow
 
-    input_hw, num_local, backbone = args.input_size, args.num_local, args.backbone
-    checkpoint = args.checkpoint
     if mode == 'bag':
-        # The map fixes the model: default to what it was built with.
-        info = map_info(args.map_dir)
-        checkpoint, input_hw, num_local = model_settings_for_map(
-            info, checkpoint, input_hw, num_local)
-        if info['backbone'] != backbone:
-            print(f'note: the map was built with backbone {info["backbone"]}; using it',
-                  file=sys.stderr)
-            backbone = info['backbone']
-    return load_place_model(backbone=backbone, checkpoint=checkpoint, device=args.device,
-                            precision=args.precision,
-                            input_hw=input_hw, num_local=num_local)
+        # The map fixes the model: unset flags take what it was built with, conflicting ones fail.
+        settings = map_model_settings(map_info(args.map_dir), backbone=args.backbone,
+                                      checkpoint=args.checkpoint, input_hw=args.input_size,
+                                      num_local=args.num_local)
+        return load_place_model(settings.backbone, settings.checkpoint, args.device,
+                                settings.input_hw, settings.num_local, precision=args.precision)
+    # No --backbone: R2Former with a checkpoint, else the cached DINOv2 fallback (said once).
+    return load_place_model(backbone=args.backbone, checkpoint=args.checkpoint,
+                            device=args.device, precision=args.precision,
+                            input_hw=args.input_size, num_local=args.num_local)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,7 +114,11 @@ def run(args: argparse.Namespace) -> int:
                                          progress=progress)
     plots = evaluation.write_plots(result, args.plots) if args.plots else []
     result.summary['plots'] = [str(p) for p in plots]
-    result.to_json(args.json)
+    if args.json:
+        result.to_json(args.json)
     print('\n'.join(evaluation.format_table(result.summary).splitlines()[1:]))
-    print(f'wrote {args.json}' + (f' and {len(plots)} plots in {args.plots}' if plots else ''))
+    written = ([str(args.json)] if args.json else []) + (
+        [f'{len(plots)} plots in {args.plots}'] if plots else [])
+    if written:
+        print(f'wrote {" and ".join(written)}')
     return 0

@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from r2former_ros.cli.model_args import add_model_arguments
+from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments
 from r2former_ros.core.errors import BagError
 from r2former_ros.core.io import result_messages as rm
 from r2former_ros.core.io.bags import count_messages, iter_images
@@ -158,14 +158,15 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
 def run(args: argparse.Namespace) -> int:
     """Entry point of the verb."""
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
-    from r2former_ros.core.places.factory import load_place_model, model_settings_for_map  # noqa: PLC0415 - heavy imports
+    from r2former_ros.core.places.factory import load_place_model, map_model_settings  # noqa: PLC0415 - heavy imports
 
     database = MapDatabase.open(args.map)
-    # Unset checkpoint/input size/token count come from the map (what it was built with).
-    checkpoint, input_hw, num_local = model_settings_for_map(
-        database.manifest['model'], args.checkpoint, args.input_size, args.num_local)
-    model = load_place_model(args.backbone, checkpoint, args.device, input_hw, num_local,
-                             precision=args.precision)
+    # The map fixes the model: unset flags take what it was built with, conflicting ones fail.
+    settings = map_model_settings(database.manifest['model'], backbone=args.backbone,
+                                  checkpoint=args.checkpoint, input_hw=args.input_size,
+                                  num_local=args.num_local)
+    model = load_place_model(settings.backbone, settings.checkpoint, args.device,
+                             settings.input_hw, settings.num_local, precision=args.precision)
     config = LocalizerConfig(retrieval_top_k=args.retrieval_top_k,
                              rerank_top_n=args.rerank_top_n, result_top_k=args.result_top_k,
                              confidence_threshold=args.confidence_threshold,
@@ -194,7 +195,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument('--image-topic', required=True, help='Image or CompressedImage topic')
     parser.add_argument('--out', required=True, help='result bag directory to create (MCAP)')
     parser.add_argument('--csv', help='also write a CSV summary here')
-    add_model_arguments(parser)
+    add_model_arguments(parser, backbone_help=MAP_BACKBONE_HELP)
     parser.add_argument('--retrieval-top-k', type=int, default=defaults.retrieval_top_k)
     parser.add_argument('--rerank-top-n', type=int, default=defaults.rerank_top_n)
     parser.add_argument('--result-top-k', type=int, default=defaults.result_top_k)

@@ -21,18 +21,27 @@ def parse_hw(text: str) -> tuple[int, int]:
     return height, width
 
 
+AUTO_BACKBONE_HELP = ('place model (default: r2former when a checkpoint is given or found, else '
+                      'the DINOv2 fallback when its weights are cached, else r2former with '
+                      'random weights and a warning)')
+MAP_BACKBONE_HELP = 'place model (default: the one the map was built with)'
+
+
 def add_model_arguments(parser: Any, backbone_choices: Sequence[str] = BACKBONE_CHOICES,
-                        backbone_help: str = 'place model (default: %(default)s)') -> None:
+                        backbone_help: str = AUTO_BACKBONE_HELP,
+                        backbone_default: str | None = None) -> None:
     """
     Add --backbone, --checkpoint, --device, --input-size, --num-local and --precision.
 
     Args:
         parser: an ArgumentParser or an argument group.
-        backbone_choices: allowed backbones, the first being the default.
+        backbone_choices: allowed backbones.
         backbone_help: help text of --backbone.
+        backbone_default: the value when --backbone is not given; None means "not chosen":
+            the map's backbone for tools that read a map, the automatic choice for the others.
     """
     parser.add_argument('--backbone', choices=list(backbone_choices),
-                        default=backbone_choices[0], help=backbone_help)
+                        default=backbone_default, help=backbone_help)
     parser.add_argument('--checkpoint', metavar='FILE',
                         help='weights file (R2Former: the official CVPR23_DeitS_Rerank.pth; '
                              'default: $R2FORMER_CHECKPOINT or the cache, else seeded random '

@@ -25,8 +25,10 @@ from r2former_ros.core.places.weights import cache_root
 LOG = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS_WARNING = ('no R2Former checkpoint found: using seeded RANDOM weights, so every '
-                          'match and recall number below is meaningless. Pass --checkpoint '
-                          f'{CHECKPOINT_NAME} (or put it in {{cache}}) for real results.')
+                          'match and recall number below is meaningless. For real results pass '
+                          f'--checkpoint {CHECKPOINT_NAME} (or put it in {{cache}}), or use the '
+                          'pretrained fallback: `r2former weights fetch dinov2-s14`, then '
+                          '--backbone dinov2-s14.')
 
 
 class R2FormerPlaceModel(PlaceModel):

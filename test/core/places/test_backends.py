@@ -11,9 +11,9 @@ def test_unset_settings_come_from_the_map(tmp_path):
     weights.write_bytes(b'x')
     recorded = dict(MAP_MODEL, checkpoint=str(weights))
     assert model_settings_for_map(recorded, None, None, None) == (str(weights), (128, 160), 48)
-    # explicit values win over the map's
-    assert model_settings_for_map(recorded, 'other.pth', (64, 96), 12) == (
-        'other.pth', (64, 96), 12)
+    # an explicit checkpoint wins (its weights hash is checked when the map opens)
+    assert model_settings_for_map(recorded, 'other.pth', (128, 160), 48) == (
+        'other.pth', (128, 160), 48)
 
 
 @pytest.mark.parametrize('recorded', ['seeded-random', '/nonexistent/ckpt.pth', ''])
