@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from r2former_ros.core.device import resolve_device
+from r2former_ros.core.device import resolve_device, strict_fp32_math
 from r2former_ros.core.features import ImageFeatures
 from r2former_ros.core.geo.coords import place_position
 from r2former_ros.core.mapdb import MapDatabase, MapWriter, PlaceRecord
@@ -38,7 +38,6 @@ from r2former_ros.core.model.fast_rerank import fast_rerank_scores
 from r2former_ros.core.model.r2former import R2Former
 from r2former_ros.core.places.preprocessing import preprocess
 from r2former_ros.core.places.r2former import R2FormerPlaceModel, seeded_r2former
-from r2former_ros.parity import strict_fp32
 
 
 def synthetic_images(count: int, height: int = 480, width: int = 640,
@@ -142,7 +141,7 @@ def load_model(checkpoint: str | None) -> R2Former:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    strict_fp32()
+    strict_fp32_math()
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

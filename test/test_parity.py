@@ -2,9 +2,11 @@
 
 from pathlib import Path
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
+import torch
 
 from r2former_ros.core.model.checkpoint import save_official_format
 from r2former_ros.parity import build_model, load_fixture, main
@@ -19,11 +21,42 @@ def test_parity_seeded_weights_pass(capsys):
 
 
 def test_parity_through_official_checkpoint_file(tmp_path, capsys):
+    """The authors' layout: numpy recalls/best_r5 pickled under numpy 1.x names, Adam state."""
     fixture, manifest, _, _ = load_fixture(FIXTURE)
     path = tmp_path / 'CVPR23_DeitS_Rerank.pth'
     save_official_format(build_model(fixture, manifest, None), path)
+    with zipfile.ZipFile(path) as archive:
+        pickled = archive.read('CVPR23_DeitS_Rerank/data.pkl')
+    assert b'cnumpy.core.multiarray\n_reconstruct\n' in pickled
+    assert b'cnumpy.core.multiarray\nscalar\n' in pickled and b'numpy._core' not in pickled
     assert main(['--fixture', str(FIXTURE), '--checkpoint', str(path)]) == 0
-    assert capsys.readouterr().out.strip().endswith('PASS')
+    out = capsys.readouterr().out
+    assert 'token sets equal: True' in out and out.strip().endswith('PASS')
+
+
+def test_parity_global_only_checkpoint_checks_global_descriptors_only(tmp_path, capsys):
+    fixture, manifest, _, _ = load_fixture(FIXTURE)
+    model = build_model(fixture, manifest, None)
+    path = tmp_path / 'msls_v2_deits.pth'
+    save_official_format(model, path, global_only=True)
+    assert main(['--fixture', str(FIXTURE), '--checkpoint', str(path)]) == 0
+    out = capsys.readouterr().out
+    assert 'not checked: the checkpoint is global-only' in out
+    assert out.strip().endswith('PASS (global descriptors only)')
+    # and a wrong backbone fails even in global-only mode
+    with torch.no_grad():
+        model.backbone.head.bias.add_(0.05)
+    save_official_format(model, path, global_only=True)
+    assert main(['--fixture', str(FIXTURE), '--checkpoint', str(path)]) == 1
+    assert capsys.readouterr().out.strip().endswith('FAIL')
+
+
+def test_parity_refuses_an_html_page_as_checkpoint(tmp_path, capsys):
+    page = tmp_path / 'CVPR23_DeitS_Rerank.pth'
+    page.write_text('<!DOCTYPE html><html><body>Google Drive - quota exceeded</body></html>')
+    assert main(['--fixture', str(FIXTURE), '--checkpoint', str(page)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'is an HTML page, not a checkpoint' in err and len(err.splitlines()) == 1
 
 
 def test_parity_fails_on_perturbed_reference(tmp_path, capsys):

@@ -38,3 +38,41 @@ def resolve_device(spec: str = 'auto') -> torch.device:
     elif device.type != 'cpu':
         raise ConfigError(f"device '{spec}' is not supported (use auto, cpu, cuda or cuda:N)")
     return device
+
+
+# Opt-in reduced precisions and the autocast dtype each one means (fp32: no autocast).
+PRECISION_DTYPES: dict[str, torch.dtype | None] = {
+    'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def strict_fp32_math() -> None:
+    """
+    Make fp32 mean fp32 in this process: no TF32 in matmuls or cuDNN convolutions.
+
+    On Ampere and newer GPUs torch may run fp32 convolutions (the patch embedding is one) in TF32
+    by default, and matmuls too under a lower matmul precision. TF32 keeps 10 mantissa bits,
+    enough to swap which of two nearly tied patches is among the 500 selected, so the tools would
+    no longer match the reference. Process-wide flags; a no-op for CPU arithmetic.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision('highest')
+
+
+def apply_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """
+    Set the float math every entry point runs with, and return the autocast dtype for `device`.
+
+    TF32 is always off (`strict_fp32_math`): with 'fp32' everything is true fp32, and with the
+    opt-in 'bf16'/'fp16' the parts kept in fp32 on purpose (the last backbone block, token
+    selection) stay true fp32 too. Reduced precision is applied on CUDA only, for extraction and
+    reranking alike; on CPU it would be slower, so CPU always runs fp32.
+
+    Raises:
+        ConfigError: `precision` is not one of fp32, bf16, fp16.
+    """
+    if precision not in PRECISION_DTYPES:
+        raise ConfigError(f"precision '{precision}' must be one of "
+                          f"{', '.join(PRECISION_DTYPES)}")
+    strict_fp32_math()
+    return PRECISION_DTYPES[precision] if device.type == 'cuda' else None

@@ -85,6 +85,7 @@ def rename_numpy_globals(path: str | Path) -> None:
                 if name.endswith('/data.pkl'):
                     payload = numpy1_pickle(payload)
                 _write_aligned(archive, handle, name, payload)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a weights file is not a secret
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
