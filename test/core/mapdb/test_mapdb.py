@@ -13,7 +13,7 @@ import pytest
 from r2former_ros import __version__
 from r2former_ros.core import mapdb
 from r2former_ros.core.errors import ConfigError, MapError
-from r2former_ros.core.features import ImageFeatures
+from r2former_ros.core.features import ImageFeatures, patch_centre_xy
 from r2former_ros.core.mapdb import MapDatabase, MapWriter, PlaceRecord
 from r2former_ros.core.types import PlacePosition
 
@@ -168,29 +168,34 @@ def test_places_and_positions(tmp_path):
         db.local_features([-1])  # faiss's "no result" id must not wrap around
 
 
-def test_token_xy_formula():
+def test_patch_centre_formula():
     hw, patch = (480, 640), 16
     tokens = np.array([[0, 1, 39, 40, 1199]])
-    xy = mapdb.token_xy(tokens, hw, patch)
-    assert xy.shape == (1, 5, 2) and xy.dtype == np.float32
+    x, y = patch_centre_xy(tokens, hw, patch)
+    assert x.shape == y.shape == (1, 5)
     expected = [[(8 + 16 * (p % 40)) / 640, (8 + 16 * (p // 40)) / 640] for p in tokens[0]]
-    np.testing.assert_allclose(xy[0], expected, atol=1e-7)
-    assert xy[0, 4].tolist() == pytest.approx([632 / 640, 472 / 640])
+    np.testing.assert_allclose(np.stack((x, y), axis=-1)[0], expected, atol=1e-7)
+    assert [x[0, 4], y[0, 4]] == pytest.approx([632 / 640, 472 / 640])
 
 
-def test_token_xy_equals_model_xy():
+def test_map_xy_equals_model_xy(tmp_path):
+    # The map stores no x, y: what it recomputes must be what the model's selection produced.
     torch = pytest.importorskip('torch')
-    try:
-        from r2former_ros.core.model.config import R2FormerConfig
-        from r2former_ros.core.model.local_tokens import patch_xy
-    except ImportError as exc:  # the model package is developed in parallel
-        pytest.skip(f'model xy not available: {exc}')
-    config = R2FormerConfig(input_hw=(480, 640), num_local=500)
-    tokens = np.random.default_rng(0).permutation(1200).reshape(3, 400)
-    x, y = patch_xy(torch.from_numpy(tokens), config)
-    xy = mapdb.token_xy(tokens, config.input_hw, config.patch_size)
-    np.testing.assert_allclose(xy[..., 0], x.numpy(), atol=1e-6)
-    np.testing.assert_allclose(xy[..., 1], y.numpy(), atol=1e-6)
+    from r2former_ros.core.model.config import R2FormerConfig
+    from r2former_ros.core.model.local_tokens import select_local_tokens
+
+    config = R2FormerConfig(input_hw=(64, 96), num_local=16, local_dim=8)
+    grid = 4 * 6
+    score = torch.rand(2, grid, generator=torch.Generator().manual_seed(0))
+    feats, tokens = select_local_tokens(torch.randn(2, 2 + grid, 12), score,
+                                        torch.nn.Linear(12, 8), config)
+    model = dict(SMALL, global_dim=32, local_dim=8)
+    glob = unit(np.random.default_rng(0).normal(size=(2, 32))).astype(np.float32)
+    features = ImageFeatures(glob, feats.detach().numpy(), tokens.numpy())
+    with MapWriter(tmp_path / 'map', model, origin=ORIGIN) as writer:
+        writer.add(features, make_places(2))
+    stored = MapDatabase.open(tmp_path / 'map').local_features([0, 1])
+    np.testing.assert_allclose(stored[..., :2], features.local_feats[..., :2], atol=1e-7)
 
 
 def test_int8_quantisation_bound():

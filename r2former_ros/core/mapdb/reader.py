@@ -1,0 +1,267 @@
+"""
+Reading a map for localization: :class:`MapDatabase`.
+
+Large arrays stay memory-mapped. Local ``x, y`` are not stored: they are patch centres
+recomputed from the token index (:func:`r2former_ros.core.features.patch_centre_xy`). The exact
+index (``IndexFlatIP``) is a copy of ``global.npy`` and is rebuilt at load time instead of being
+stored; see :mod:`r2former_ros.core.mapdb.index` for the ``auto`` rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from r2former_ros.core.errors import MapError
+from r2former_ros.core.features import LOCAL_XY_ATT_COLUMNS, patch_centre_xy
+from r2former_ros.core.mapdb import index as retrieval
+from r2former_ros.core.mapdb.npy import dequantize_int8
+from r2former_ros.core.mapdb.schema import (
+    ATTENTION_FILE,
+    GLOBAL_FILE,
+    INDEX_FILE,
+    LOCAL_DESC_FILE,
+    MANIFEST_NAME,
+    PLACES_FILE,
+    THUMBNAIL_DIR,
+    TOKEN_INDEX_FILE,
+    check_files,
+    compare_model,
+    expected_layout,
+    position_of,
+    read_manifest,
+)
+from r2former_ros.core.mapdb.thumbnails import check_thumbnails, read_thumbnail, thumbnail_name
+from r2former_ros.core.types import PlacePosition
+
+
+def load_arrays(
+    path: Path, manifest: Mapping[str, Any], skip: Iterable[str] = ()
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Memory-map the data arrays and check dtypes and shapes against counts and the model."""
+    arrays: dict[str, np.ndarray] = {}
+    problems = []
+    storage = manifest['storage']
+    for name, (dtype, shape) in expected_layout(manifest).items():
+        if name in skip:
+            continue
+        file = path / name
+        try:
+            arr = np.load(file, mmap_mode='r', allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            problems.append(f'{file}: cannot be read as a .npy array ({exc})')
+            continue
+        stored_shape = storage.get('shapes', {}).get(name)
+        if arr.dtype != dtype or arr.shape != shape:
+            problems.append(f'{file}: holds {arr.dtype} {arr.shape}, expected {dtype} {shape}')
+        elif stored_shape is not None and tuple(stored_shape) != shape:
+            problems.append(f'{path / MANIFEST_NAME}: storage shape of {name} is {stored_shape}, '
+                            f'counts and model give {list(shape)}')
+        else:
+            arrays[name] = arr
+    places = arrays.get(PLACES_FILE)
+    if places is not None and not np.array_equal(places['id'], np.arange(places.shape[0])):
+        problems.append(f'{path / PLACES_FILE}: place ids are not 0..N-1')
+    return arrays, problems
+
+
+def open_index(path: Path, manifest: Mapping[str, Any], global_desc: np.ndarray) -> faiss.Index:
+    """Rebuild the exact index or load the stored one, checking it matches the descriptors."""
+    kind = manifest['index_type']
+    if kind == 'exact':
+        return retrieval.build_index(np.asarray(global_desc), 'exact')
+    file = path / INDEX_FILE
+    index = retrieval.load_index(file)
+    if index.ntotal != global_desc.shape[0] or index.d != global_desc.shape[1] or \
+            retrieval.index_type_of(index) != kind:
+        raise MapError(f'{file}: index holds {index.ntotal} x {index.d} '
+                       f'({retrieval.index_type_of(index)}), the map has '
+                       f'{global_desc.shape[0]} x {global_desc.shape[1]} ({kind})')
+    return index
+
+
+class MapDatabase:
+    """
+    A map opened for localization; create it with :meth:`open`.
+
+    Large arrays stay memory-mapped, so resident memory does not grow with the map except for
+    the faiss index (the exact index is a copy of the global descriptors).
+    """
+
+    def __init__(
+        self, path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray],
+        index: faiss.Index,
+    ) -> None:
+        """Wrap already-checked parts; use :meth:`open` instead."""
+        self.path = path
+        self._manifest = manifest
+        self._arrays = arrays
+        self._index = index
+        self._model = manifest['model']
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        expected_model: Mapping[str, Any] | None = None,
+        verify_checksums: bool = False,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> MapDatabase:
+        """
+        Open and check a map directory.
+
+        Args:
+            path: the map directory.
+            expected_model: model fields to require (any of checkpoint_sha256, backbone,
+                input_hw, num_local, global_dim, local_dim, patch_size); others are ignored.
+            verify_checksums: also hash every data file (reads the whole map).
+            nprobe: override the stored IVF nprobe.
+            ef_search: override the stored HNSW efSearch.
+
+        Raises:
+            MapError: missing or unparsable manifest, unsupported format,
+                missing/truncated/corrupt files, wrong shapes or dtypes, or a model mismatch
+                (naming the field and both values).
+        """
+        root = Path(path)
+        manifest = read_manifest(root)
+        if expected_model is not None:
+            compare_model(manifest['model'], expected_model, str(root))
+        problems = check_files(root, manifest, verify_checksums)
+        if verify_checksums:
+            problems += check_thumbnails(root, manifest)
+        if not problems:
+            arrays, problems = load_arrays(root, manifest)
+        if problems:
+            raise MapError('; '.join(problems))
+        index = open_index(root, manifest, arrays[GLOBAL_FILE])
+        block = manifest.get('index', {})
+        retrieval.set_search_params(index, nprobe=nprobe or block.get('nprobe'),
+                                    ef_search=ef_search or block.get('ef_search'))
+        return cls(root, manifest, arrays, index)
+
+    # -- metadata
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The parsed manifest (do not modify)."""
+        return self._manifest
+
+    @property
+    def num_places(self) -> int:
+        """Number of places N."""
+        return int(self._manifest['counts']['num_places'])
+
+    def __len__(self) -> int:
+        return self.num_places
+
+    @property
+    def local_format(self) -> str:
+        """``'fp16'`` or ``'int8'``."""
+        return str(self._manifest['storage']['local_format'])
+
+    @property
+    def index_type(self) -> str:
+        """``'exact'``, ``'ivf'`` or ``'hnsw'``."""
+        return str(self._manifest['index_type'])
+
+    @property
+    def places(self) -> np.ndarray:
+        """(N,) structured array with :data:`PLACE_DTYPE` fields (memory-mapped)."""
+        return self._arrays[PLACES_FILE]
+
+    @property
+    def global_desc(self) -> np.ndarray:
+        """(N, G) float32 unit global descriptors (memory-mapped)."""
+        return self._arrays[GLOBAL_FILE]
+
+    @property
+    def local_desc_storage(self) -> np.ndarray:
+        """(N, K, D) stored local descriptors, fp16 or int8 (memory-mapped)."""
+        return self._arrays[LOCAL_DESC_FILE]
+
+    @property
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        """Every memory-mapped array by file name (read-only views; the writer copies them)."""
+        return self._arrays
+
+    def bytes_per_place(self) -> float:
+        """Total bytes of the data files in ``files`` (no manifest, no thumbnails) per place."""
+        total = sum(int(entry['bytes']) for entry in self._manifest['files'].values())
+        return total / self.num_places
+
+    # -- access
+
+    def _rows(self, ids: ArrayLike) -> NDArray[np.int64]:
+        rows = np.atleast_1d(np.asarray(ids)).astype(np.int64)
+        if rows.ndim != 1:
+            raise IndexError(f'place ids must be a 1-D sequence, got shape {rows.shape}')
+        bad = (rows < 0) | (rows >= self.num_places)
+        if bad.any():
+            raise IndexError(f'{self.path}: place id {int(rows[bad][0])} is outside '
+                             f'0..{self.num_places - 1}')
+        return rows
+
+    def token_index(self, ids: ArrayLike) -> NDArray[np.int64]:
+        """Return the (len(ids), K) int64 token indices of places ``ids``."""
+        return self._arrays[TOKEN_INDEX_FILE][self._rows(ids)].astype(np.int64)
+
+    def local_features(self, ids: ArrayLike) -> NDArray[np.float32]:
+        """
+        Return the local features of places ``ids`` in the model's layout.
+
+        Returns:
+            (len(ids), K, 3 + D) float32: x, y (recomputed from the token index), attention,
+            descriptor (int8 dequantised as q / 127).
+        """
+        rows = self._rows(ids)
+        m = self._model
+        out = np.empty((rows.size, m['num_local'], LOCAL_XY_ATT_COLUMNS + m['local_dim']),
+                       dtype=np.float32)
+        tokens = self._arrays[TOKEN_INDEX_FILE][rows].astype(np.int64)
+        out[..., 0], out[..., 1] = patch_centre_xy(tokens, m['input_hw'], m['patch_size'])
+        out[..., 2] = self._arrays[ATTENTION_FILE][rows]
+        stored = self._arrays[LOCAL_DESC_FILE][rows]
+        out[..., LOCAL_XY_ATT_COLUMNS:] = (dequantize_int8(stored) if stored.dtype == np.int8
+                                           else stored)
+        return out
+
+    def search(
+        self, query_global: ArrayLike, k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """
+        Return the ``k`` best places per query by cosine of the global descriptors.
+
+        Args:
+            query_global: (Q, G) or (G,) float32.
+            k: neighbours per query; clipped to the number of places.
+
+        Returns:
+            scores (Q, k) float32 cosine and ids (Q, k) int64, best first (approximate indexes
+            may pad with id -1, score -inf).
+        """
+        q = np.asarray(query_global, dtype=np.float32)
+        if q.shape[-1:] != (self._model['global_dim'],):
+            raise MapError(f'{self.path}: query global descriptor has shape {q.shape}, the map '
+                           f'stores global_dim {self._model["global_dim"]}')
+        return retrieval.search(self._index, q, k)
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Change IVF nprobe / HNSW efSearch of the loaded index."""
+        retrieval.set_search_params(self._index, nprobe=nprobe, ef_search=ef_search)
+
+    def position(self, place_id: int) -> PlacePosition:
+        """Return where place ``place_id`` is."""
+        return position_of(self.places[int(self._rows([place_id])[0])])
+
+    def thumbnail(self, place_id: int) -> NDArray[np.uint8] | None:
+        """Return the RGB thumbnail of a place, or None when the map has none for it."""
+        row = int(self._rows([place_id])[0])
+        return read_thumbnail(self.path / THUMBNAIL_DIR / thumbnail_name(row))

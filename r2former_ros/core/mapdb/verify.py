@@ -1,0 +1,74 @@
+"""Whole-map checks and summaries for `r2former map verify` / `r2former map info`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from r2former_ros.core.errors import MapError
+from r2former_ros.core.mapdb.reader import load_arrays, open_index
+from r2former_ros.core.mapdb.schema import GLOBAL_FILE, INDEX_FILE, check_files, read_manifest
+from r2former_ros.core.mapdb.thumbnails import check_thumbnails
+
+
+def verify_map(path: str | Path) -> list[str]:
+    """
+    Check a map completely (checksums, sizes, shapes, index, thumbnails).
+
+    Returns:
+        Problems found, one message per problem naming the file; empty when the map is sound.
+    """
+    root = Path(path)
+    try:
+        manifest = read_manifest(root)
+    except MapError as exc:
+        return [str(exc)]
+    problems = check_files(root, manifest, checksums=True)
+    # A file already reported (missing, truncated, corrupt) is not loaded again.
+    bad = {name for name in manifest['files'] if any(str(root / name) in p for p in problems)}
+    arrays, more = load_arrays(root, manifest, skip=bad)
+    problems += more + check_thumbnails(root, manifest)
+    if GLOBAL_FILE in arrays and INDEX_FILE not in bad:
+        try:
+            open_index(root, manifest, arrays[GLOBAL_FILE])
+        except MapError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def map_info(path: str | Path) -> dict[str, Any]:
+    """
+    Summarise a map from its manifest (no data files are read).
+
+    Returns:
+        num_places, bytes_per_place, checkpoint_sha256, format_version, backbone, input_hw,
+        num_local, global_dim, local_dim, local_format, index_type, origin, sources, created,
+        tool_version, has_thumbnails, calibrated.
+    """
+    root = Path(path)
+    manifest = read_manifest(root)
+    model = manifest['model']
+    num = int(manifest['counts']['num_places'])
+    total = sum(int(entry['bytes']) for entry in manifest['files'].values())
+    return {
+        'path': str(root),
+        'num_places': num,
+        'bytes_per_place': total / num,
+        'checkpoint': model.get('checkpoint'),
+        'checkpoint_sha256': model['checkpoint_sha256'],
+        'format_version': manifest['format_version'],
+        'tool_version': manifest.get('tool_version'),
+        'created': manifest.get('created'),
+        'backbone': model['backbone'],
+        'input_hw': model['input_hw'],
+        'num_local': model['num_local'],
+        'global_dim': model['global_dim'],
+        'local_dim': model['local_dim'],
+        'local_format': manifest['storage']['local_format'],
+        'index_type': manifest['index_type'],
+        'origin': manifest['origin'],
+        'sources': manifest['sources'],
+        'has_thumbnails': bool(manifest.get('thumbnails')),
+        # A calibration block without weights records why fitting was skipped: not calibrated.
+        'calibrated': bool((manifest.get('calibration') or {}).get('weights')),
+    }
