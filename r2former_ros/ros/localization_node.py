@@ -53,6 +53,7 @@ from r2former_ros.core.drawing.match_image import result_match_image
 from r2former_ros.core.errors import ConfigError, ImageError, R2FormerError
 from r2former_ros.core.localize.localizer import Localizer
 from r2former_ros.core.mapdb import MapDatabase
+from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.places.factory import load_place_model, model_settings_for_map
 from r2former_ros.core.types import LocalizationResult
 from r2former_ros.ros import conversions
@@ -67,6 +68,19 @@ NODE_NAME = 'localization_node'
 STAGES = ('decode', 'extract', 'retrieve', 'rerank', 'total')
 BAD_INPUT_LOG_PERIOD_S = 5.0
 DIAGNOSTICS_TOPIC = '/diagnostics'
+
+
+def load_node_model(params: NodeParameters, database: MapDatabase) -> PlaceModel:
+    """
+    Load the node's place model: unset checkpoint/input size/token count come from the map.
+
+    Goes through `load_place_model`, so the node runs with the same float math (TF32 off,
+    reduced precision opt-in on CUDA) as every command-line tool.
+    """
+    checkpoint, input_hw, num_local = model_settings_for_map(
+        database.manifest['model'], params.checkpoint, params.input_hw, params.num_local)
+    return load_place_model(params.backbone, checkpoint, params.device, input_hw, num_local,
+                            precision=params.precision)
 
 
 @dataclass
@@ -143,11 +157,7 @@ class LocalizationNode(Node):
         self.params: NodeParameters = read_parameters(self)
         params = self.params
         database = MapDatabase.open(params.map)
-        # Unset checkpoint/input size/token count come from the map (what it was built with).
-        checkpoint, input_hw, num_local = model_settings_for_map(
-            database.manifest['model'], params.checkpoint, params.input_hw, params.num_local)
-        model = load_place_model(params.backbone, checkpoint, params.device, input_hw, num_local,
-                                 precision=params.precision)
+        model = load_node_model(params, database)
         self.localizer = Localizer(model, database, params.localizer_config)
         self._backbone = str(model.identity().get('backbone', params.backbone))
         self._active = params  # the worker's copy; replaced through _pending

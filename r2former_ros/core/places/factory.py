@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from r2former_ros.core.device import resolve_device
+from r2former_ros.core.device import apply_precision, resolve_device
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.places.base import BACKBONES, CHECKPOINT_NAME, PlaceModel
 from r2former_ros.core.places.dinov2 import dinov2_available, load_dinov2
@@ -154,6 +154,9 @@ def load_place_model(backbone: str | None = 'r2former', checkpoint: str | Path |
     if backbone not in BACKBONES:
         raise ConfigError(f"backbone '{backbone}' is not one of {', '.join(BACKBONES)}")
     torch_device = resolve_device(device)
+    # One place for the float math of every tool and the node: TF32 off (fp32 is true fp32),
+    # reduced precision opt-in and CUDA-only; it also rejects an unknown precision early.
+    apply_precision(precision, torch_device)
     if backbone == 'r2former':
         path = Path(checkpoint) if checkpoint else default_checkpoint()
         return load_r2former(path, torch_device, input_hw, num_local, mode,

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 import torch
 
+from r2former_ros.core.device import apply_precision
 from r2former_ros.core.errors import CheckpointError, ConfigError
 from r2former_ros.core.features import ImageFeatures
 from r2former_ros.core.hashing import state_dict_sha256
@@ -19,7 +20,7 @@ from r2former_ros.core.model.fast_rerank import fast_rerank_scores
 from r2former_ros.core.model.r2former import R2Former
 from r2former_ros.core.model.reranker import rerank_score
 from r2former_ros.core.model.seeded import DEFAULT_SEED_BASE, seeded_state_dict, shapes_of
-from r2former_ros.core.places.base import CHECKPOINT_NAME, PRECISIONS, PlaceModel, model_identity
+from r2former_ros.core.places.base import CHECKPOINT_NAME, PlaceModel, model_identity
 from r2former_ros.core.places.weights import cache_root
 
 LOG = logging.getLogger(__name__)
@@ -41,8 +42,8 @@ class R2FormerPlaceModel(PlaceModel):
                  random_weights: bool = False) -> None:
         if mode not in ('fast', 'faithful'):
             raise ConfigError(f"mode '{mode}' must be 'fast' or 'faithful'")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision '{precision}' must be one of {sorted(PRECISIONS)}")
+        # TF32 off in any case; bf16/fp16 autocast on CUDA only, for extraction and reranking alike
+        self.autocast_dtype = apply_precision(precision, device)
         self.model = model.to(device).eval()
         self.config = model.config
         self.device = device
@@ -63,9 +64,8 @@ class R2FormerPlaceModel(PlaceModel):
                               cfg.patch_size, cfg.mean, cfg.std)
 
     def encode_batch(self, batch: torch.Tensor) -> ImageFeatures:
-        # Reduced precision only pays (and is only offered) on CUDA; CPU stays fp32.
-        dtype = PRECISIONS[self.precision] if self.device.type == 'cuda' else None
-        return self.model.encode(batch, fast=self.mode == 'fast', autocast_dtype=dtype)
+        return self.model.encode(batch, fast=self.mode == 'fast',
+                                 autocast_dtype=self.autocast_dtype)
 
     def rerank(self, query_local: NDArray[np.float32],
                db_local: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -79,7 +79,7 @@ class R2FormerPlaceModel(PlaceModel):
             scores = rerank_score(logits)
         else:
             scores = fast_rerank_scores(self.model.Reranker, query, db,
-                                        dtype=PRECISIONS[self.precision])
+                                        dtype=self.autocast_dtype)
         return scores.float().cpu().numpy()
 
 

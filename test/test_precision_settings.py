@@ -1,0 +1,181 @@
+"""The float math in force after each command loads its model: TF32 off, bf16/fp16 CUDA-only.
+
+Every command (build_map, eval, localize-bag, demo) and the node load their model through
+`load_place_model`, which sets the process-wide flags. Each test first turns TF32 *on* (what a GPU
+build may default to, or what another library left behind), runs the command's own model-loading
+step, and stops it right after the load to read the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+from map_factory import write_route_map
+from model_factory import small_place_model
+import numpy as np
+import pytest
+import torch
+
+from r2former_ros.core.device import apply_precision
+import r2former_ros.core.places.factory as factory
+
+TINY = ['--input-size', '64x96', '--num-local', '12']
+
+
+class _Loaded(BaseException):  # noqa: N818 - a signal to stop the command, not an error
+    """Raised right after the model is loaded, carrying it (BaseException: nothing catches it)."""
+
+    def __init__(self, model) -> None:
+        super().__init__('model loaded')
+        self.model = model
+
+
+def _tf32_on() -> None:
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision('high')
+
+
+def _flags() -> dict:
+    return {'matmul_tf32': torch.backends.cuda.matmul.allow_tf32,
+            'cudnn_tf32': torch.backends.cudnn.allow_tf32,
+            'matmul_precision': torch.get_float32_matmul_precision()}
+
+
+STRICT = {'matmul_tf32': False, 'cudnn_tf32': False, 'matmul_precision': 'highest'}
+
+
+@pytest.fixture(scope='module')
+def route_map(tmp_path_factory):
+    path, _ = write_route_map(tmp_path_factory.mktemp('precision') / 'map', small_place_model(),
+                              num_places=3)
+    return path
+
+
+@pytest.fixture
+def stop_after_load(monkeypatch, tmp_path):
+    """Make every `load_place_model` raise `_Loaded(model)` once the real load is done."""
+    monkeypatch.setenv('R2FORMER_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.delenv('R2FORMER_CHECKPOINT', raising=False)
+    real = factory.load_place_model
+
+    def load_then_stop(*args, **kwargs):
+        raise _Loaded(real(*args, **kwargs))
+
+    monkeypatch.setattr(factory, 'load_place_model', load_then_stop)
+    import r2former_ros.core.mapping as mapping
+
+    monkeypatch.setattr(mapping, 'load_place_model', load_then_stop)
+    return load_then_stop
+
+
+def _build_map(precision, route_map, tmp_path):
+    from r2former_ros.cli.build_map import _options
+    from r2former_ros.core.mapping import _load_model
+
+    args = argparse.Namespace(
+        out=tmp_path / 'new_map', bag=None, image_topic=None, gps_topic=None, pose_topic=None,
+        images=None, csv=None, layout='auto', min_distance=1.0, min_interval=0.0,
+        all_frames=False, max_gps_gap=2.0, batch_size=4, append=False, overwrite=False,
+        local_format='int8', index='exact', no_thumbnails=False, no_calibrate=True, quiet=True,
+        backbone='r2former', checkpoint=None, device='cpu', input_size=(64, 96), num_local=12,
+        precision=precision)
+    _load_model(_options(args))
+
+
+def _eval(precision, route_map, tmp_path):
+    from r2former_ros.cli.main import main
+
+    main(['eval', '--map', str(route_map), '--bag', str(route_map), '--image-topic', '/c',
+          '--gps-topic', '/g', '--device', 'cpu', '--precision', precision])
+
+
+def _localize_bag(precision, route_map, tmp_path):
+    from r2former_ros.cli.main import main
+
+    main(['localize-bag', '--map', str(route_map), '--bag', str(route_map), '--image-topic',
+          '/c', '--out', str(tmp_path / 'out'), '--device', 'cpu', '--precision', precision])
+
+
+def _demo(precision, route_map, tmp_path):
+    from r2former_ros.cli.demo import choose_model
+
+    choose_model(argparse.Namespace(backbone='r2former', checkpoint=None, device='cpu',
+                                    precision=precision, input_size=(64, 96), num_local=12,
+                                    no_fetch=True))
+
+
+def _node(precision, route_map, tmp_path):
+    if importlib.util.find_spec('rclpy') is None:
+        pytest.skip('rclpy is not importable here (source _ci/ros_env.sh)')
+    from r2former_ros.core.mapdb import MapDatabase
+    from r2former_ros.ros import localization_node
+    from r2former_ros.ros.parameters import NodeParameters
+
+    params = NodeParameters(map=str(route_map), device='cpu', precision=precision).validate()
+    # the node module imported the factory's function by name: stop it there too
+    real = localization_node.load_place_model
+    try:
+        localization_node.load_place_model = factory.load_place_model
+        localization_node.load_node_model(params, MapDatabase.open(route_map))
+    finally:
+        localization_node.load_place_model = real
+
+
+ENTRY_POINTS = {'build_map': _build_map, 'eval': _eval, 'localize-bag': _localize_bag,
+                'demo': _demo, 'node': _node}
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+@pytest.mark.parametrize('command', sorted(ENTRY_POINTS))
+def test_each_command_runs_true_fp32_math(command, precision, route_map, tmp_path,
+                                          stop_after_load):
+    _tf32_on()
+    with pytest.raises(_Loaded) as loaded:
+        ENTRY_POINTS[command](precision, route_map, tmp_path)
+    assert _flags() == STRICT, f'{command} --precision {precision} leaves TF32 on'
+    model = loaded.value.model
+    assert model.device.type == 'cpu'
+    # reduced precision is CUDA-only, for extraction and reranking alike
+    assert model.autocast_dtype is None
+
+
+def test_apply_precision_chooses_autocast_on_cuda_only():
+    cuda, cpu = torch.device('cuda'), torch.device('cpu')
+    _tf32_on()
+    assert apply_precision('bf16', cuda) is torch.bfloat16
+    assert apply_precision('fp16', cuda) is torch.float16
+    assert apply_precision('fp32', cuda) is None
+    assert all(apply_precision(name, cpu) is None for name in ('fp32', 'bf16', 'fp16'))
+    assert _flags() == STRICT
+
+
+def test_unknown_precision_is_refused():
+    from r2former_ros.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="precision 'tf32' must be one of fp32, bf16, fp16"):
+        factory.load_place_model('r2former', device='cpu', precision='tf32', input_hw=(64, 96),
+                                 num_local=12)
+
+
+def test_bf16_on_cpu_reranks_exactly_like_fp32():
+    """Before, reranking applied bf16 on any device while extraction ignored it on CPU."""
+    fp32 = small_place_model()
+    bf16 = type(fp32)(fp32.model, fp32.weights_sha256, None, torch.device('cpu'),
+                      precision='bf16')
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (128, 160, 3), dtype=np.uint8) for _ in range(3)]
+    features = fp32.encode_rgb(images)
+    np.testing.assert_array_equal(bf16.encode_rgb(images).local_feats, features.local_feats)
+    query, db = features.local_feats[0], features.local_feats[1:]
+    np.testing.assert_array_equal(bf16.rerank(query, db), fp32.rerank(query, db))
+
+
+def test_entry_points_cover_every_command():
+    cli = Path(__file__).parents[1] / 'r2former_ros' / 'cli'
+    commands = {'build_map', 'eval', 'localize-bag', 'demo'}
+    assert commands | {'node'} == set(ENTRY_POINTS)
+    assert all((cli / f'{name.replace("-", "_").replace("eval", "eval_cmd")}.py').is_file()
+               for name in commands)
