@@ -1,0 +1,53 @@
+"""Text for people: the model banner (what the weights are) and the short report table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from r2former_ros.core.places.base import PlaceModel
+
+
+def weights_kind(model: PlaceModel) -> str:
+    """'random', 'checkpoint' (R2Former) or 'pretrained-fallback' (e.g. DINOv2)."""
+    seeded = model.identity().get('checkpoint') == 'seeded-random'
+    if getattr(model, 'random_weights', False) or seeded:
+        return 'random'
+    return 'checkpoint' if model.name == 'r2former' else 'pretrained-fallback'
+
+
+def model_banner(model: PlaceModel) -> str:
+    """One line naming the backbone and what its weights are (and that random means nothing)."""
+    kind = weights_kind(model)
+    hw = 'x'.join(str(v) for v in model.input_hw)
+    if kind == 'random':
+        return (f'backbone: {model.name} ({hw}), weights are RANDOM: numbers mean nothing '
+                '(pass --checkpoint CVPR23_DeitS_Rerank.pth for real results)')
+    if kind == 'pretrained-fallback':
+        return (f'backbone: {model.name} ({hw}), pretrained fallback weights: this is NOT '
+                'R2Former accuracy')
+    return f'backbone: {model.name} ({hw}), checkpoint {model.identity().get("checkpoint")}'
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """Format the short text report: banner, recall table, latency, confidence."""
+    lines = [summary['banner'],
+             f'{summary["num_queries"]} queries vs {summary["num_map_places"]} places, '
+             f'true match within {summary["threshold_m"]:g} m'
+             + (' (index ground truth)' if summary.get('layout') == 'vprbench' else ''),
+             f'{"":10}' + ''.join(f'{"R@" + n:>8}' for n in summary['recall_global'])]
+    for key, label in (('recall_global', 'global'), ('recall_reranked', 'reranked')):
+        if key == 'recall_reranked' and not summary['reranked']:
+            lines.append(f'{"reranked":10}  (no reranking: rerank top-N is 0 or no reranker)')
+            continue
+        lines.append(f'{label:10}' + ''.join(f'{v:8.3f}' for v in summary[key].values()))
+    lat = summary['latency_ms']
+    lines.append('latency ms (mean / p90): ' + ', '.join(
+        f'{stage} {lat[stage]["mean_ms"]:.1f} / {lat[stage]["p90_ms"]:.1f}'
+        for stage in ('extract', 'retrieve', 'rerank', 'total') if stage in lat))
+    conf = summary['confidence']
+    ap = conf['average_precision']
+    lines.append(f'confidence ({conf["calibration"]}): ECE {summary["ece"]:.3f} '
+                 f'(uncalibrated {summary["ece_uncalibrated"]:.3f}), AP '
+                 f'{"n/a" if ap is None else f"{ap:.3f}"}, accepted at >= {conf["threshold"]:g}: '
+                 f'{conf["accepted_fraction"]:.2f}')
+    return '\n'.join(lines)
