@@ -3,9 +3,10 @@ Calibrate the confidence on the map itself: what a true and a false match look l
 
 Method (run at the end of a map build, or later with :func:`calibrate_map`):
 
-1. Every map image (or an even subsample of ``max_queries``) is used as a query against the map.
-   Its features are already stored (global descriptor, local features), so nothing is
-   re-encoded and calibration costs one retrieval + rerank per place.
+1. An even subsample of the map images (at most ``max_queries``, default
+   :data:`SELF_CALIBRATION_MAX_QUERIES`) is used as queries against the map. Their features are
+   already stored (global descriptor, local features), so nothing is re-encoded and calibration
+   costs one retrieval + rerank per query; a progress bar shows it.
 2. The query's own neighbourhood is hidden: the place itself and every place within
    ``exclude_radius_m``. Without this, each image finds itself (or the frame recorded a fraction
    of a second later) with a score no real revisit ever reaches, and the calibration would learn
@@ -18,10 +19,19 @@ Method (run at the end of a map build, or later with :func:`calibrate_map`):
    recorded (top score, margin to the runner-up, spatial agreement of the top places) with the
    label "the best remaining place lies within ``threshold_m`` of the query".
 4. A logistic model is fitted with Newton's method (IRLS) and a small L2 penalty on standardised
-   features, then stored in the manifest (``calibration``) as weights on the raw features.
+   features, then stored in the manifest (``calibration``) as weights on the raw features,
+   with the settings it holds for (backbone, ranking, filter 'none', threshold_m; see
+   :mod:`~r2former_ros.core.localize.calibration_store`). The sequence filter's observation
+   model is fitted from the same ranked lists (every candidate labelled).
+
+This is the fallback. A map's own images are not a second drive: the true matches left after
+hiding the neighbourhood are views from farther away than a revisit's, so a calibration fitted
+on another drive of the route (``r2former calibrate``,
+:mod:`~r2former_ros.core.localize.drive_calibration`) is the one to trust.
 
 The expected calibration error (ECE) of the uncalibrated confidence (the clipped top score) and
-of the calibrated one is reported, in-sample and by k-fold cross-validation. Maps that cannot
+of the calibrated one is reported, in-sample and cross-validated in contiguous blocks of the
+route (so no held-out query has its neighbour in the training set). Maps that cannot
 be calibrated (too few places, or every label the same: all true on a tiny dense map, all false
 when nothing matches) keep the uncalibrated confidence, and the stored info says why.
 """
@@ -34,14 +44,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from r2former_ros.core import mapdb
 from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.localize.calibration_store import ranking_name
 from r2former_ros.core.localize.confidence import (
     FEATURE_NAMES,
     ConfidenceModel,
     confidence_features,
+)
+from r2former_ros.core.localize.fitting import (  # noqa: F401 - re-exported for importers
+    CV_FOLDS,
+    L2_PENALTY,
+    contiguous_folds,
+    expected_calibration_error,
+    fit_logistic,
+    fit_observation_model,
+    predict_logistic,
+    reliability_table,
 )
 from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase
@@ -51,119 +72,23 @@ LOG = logging.getLogger(__name__)
 
 MIN_SAMPLES = 8  # fewer usable map queries than this: keep the uncalibrated confidence
 MIN_PER_CLASS = 2  # each label (true/false match) must occur at least this often
-L2_PENALTY = 1e-2  # on standardised weights (not on the bias)
-CV_FOLDS = 5
+SELF_CALIBRATION_MAX_QUERIES = 2000  # map images used as queries (evenly spread) by default
 
 
-def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, bins: int = 10) -> float:
+def cross_validated_probs(features: NDArray[np.float64], labels: NDArray[np.float64],
+                          folds: int = CV_FOLDS) -> NDArray[np.float64] | None:
     """
-    Compute the expected calibration error with equal-width bins over [0, 1].
+    Out-of-fold probabilities, folds being contiguous blocks of the (time-ordered) samples.
 
-    ECE = sum over bins of (bin count / total) * |mean label - mean probability|.
-    Probability 1.0 falls in the last bin. Returns 0.0 for no samples.
-
-    Args:
-        probs: (N,) predicted probabilities in [0, 1].
-        labels: (N,) 0/1 (or bool) outcomes.
-        bins: number of equal-width bins.
+    Consecutive frames of a drive (or neighbouring map places) are near twins; round-robin
+    folds would put each held-out sample's twin in the training set and flatter the fit.
+    Returns None when there are too few samples or a training split has one class only.
     """
-    p = np.asarray(probs, dtype=np.float64).reshape(-1)
-    y = np.asarray(labels, dtype=np.float64).reshape(-1)
-    if p.shape != y.shape:
-        raise ConfigError(f'{p.size} probabilities for {y.size} labels')
-    if bins < 1:
-        raise ConfigError(f'bins={bins} must be >= 1')
-    if p.size == 0:
-        return 0.0
-    which = np.clip((np.clip(p, 0.0, 1.0) * bins).astype(np.int64), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            total += mask.sum() * abs(float(y[mask].mean()) - float(p[mask].mean()))
-    return total / p.size
-
-
-def reliability_table(probs: ArrayLike, labels: ArrayLike, bins: int = 10) -> list[dict[str, Any]]:
-    """Per equal-width bin: range, count, mean probability and observed frequency (for plots)."""
-    p = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), 0.0, 1.0)
-    y = np.asarray(labels, dtype=np.float64).reshape(-1)
-    which = np.clip((p * bins).astype(np.int64), 0, bins - 1)
-    rows = []
-    for b in range(bins):
-        mask = which == b
-        rows.append({'low': b / bins, 'high': (b + 1) / bins, 'count': int(mask.sum()),
-                     'mean_prob': float(p[mask].mean()) if mask.any() else None,
-                     'frequency': float(y[mask].mean()) if mask.any() else None})
-    return rows
-
-
-def _sigmoid(z: NDArray[np.float64]) -> NDArray[np.float64]:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
-
-
-def fit_logistic(features: ArrayLike, labels: ArrayLike, l2: float = L2_PENALTY,
-                 max_iter: int = 100, tol: float = 1e-10) -> tuple[NDArray[np.float64], float]:
-    """
-    L2-regularised logistic regression by Newton's method (IRLS); plain numpy.
-
-    Features are standardised inside (constant columns get weight 0); the penalty
-    ``l2 * |w|^2 / 2`` acts on the standardised weights, not on the bias, and keeps the fit finite
-    when the classes are separable. Returns weights and bias on the raw features.
-
-    Args:
-        features: (N, F) feature matrix.
-        labels: (N,) 0/1 labels.
-        l2: penalty strength (> 0), in units of the mean log-likelihood.
-        max_iter: Newton steps at most.
-        tol: stop when the largest parameter change is below this.
-    """
-    x = np.asarray(features, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.float64).reshape(-1)
-    if x.ndim != 2 or x.shape[0] != y.size:
-        raise ConfigError(f'features {x.shape} and labels {y.shape} disagree')
-    if l2 <= 0:
-        raise ConfigError(f'l2={l2} must be > 0')
-    n, f = x.shape
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
-    constant = std < 1e-12
-    std[constant] = 1.0
-    z = (x - mean) / std
-    z[:, constant] = 0.0
-    design = np.hstack([z, np.ones((n, 1))])
-    theta = np.zeros(f + 1)
-    penalty = np.full(f + 1, l2 * n)
-    penalty[-1] = 0.0
-    for _ in range(max_iter):
-        p = _sigmoid(design @ theta)
-        grad = design.T @ (p - y) + penalty * theta
-        weight = np.maximum(p * (1.0 - p), 1e-12)
-        hessian = design.T @ (design * weight[:, None]) + np.diag(penalty + 1e-9)
-        step = np.linalg.solve(hessian, grad)
-        theta -= step
-        if float(np.max(np.abs(step))) < tol:
-            break
-    w_std, b_std = theta[:-1], float(theta[-1])
-    w_std[constant] = 0.0
-    weights = w_std / std
-    bias = b_std - float(np.sum(w_std * mean / std))
-    return weights, bias
-
-
-def _predict(weights: NDArray[np.float64], bias: float,
-             features: NDArray[np.float64]) -> NDArray[np.float64]:
-    return _sigmoid(features @ weights + bias)
-
-
-def _cross_validated_probs(features: NDArray[np.float64], labels: NDArray[np.float64],
-                           folds: int = CV_FOLDS) -> NDArray[np.float64] | None:
-    """Out-of-fold probabilities (interleaved folds, so each fold spans the whole route)."""
     n = labels.size
     if n < 2 * folds:
         return None
     out = np.empty(n)
-    fold_of = np.arange(n) % folds
+    fold_of = contiguous_folds(n, folds)
     for k in range(folds):
         test = fold_of == k
         train = ~test
@@ -171,7 +96,7 @@ def _cross_validated_probs(features: NDArray[np.float64], labels: NDArray[np.flo
         if y_train.min() == y_train.max():
             return None
         w, b = fit_logistic(features[train], y_train)
-        out[test] = _predict(w, b, features[test])
+        out[test] = predict_logistic(w, b, features[test])
     return out
 
 
@@ -180,33 +105,51 @@ def default_exclude_radius(threshold_m: float) -> float:
     return 0.5 * threshold_m
 
 
+def even_subsample(count: int, max_queries: int | None) -> NDArray[np.int64]:
+    """At most ``max_queries`` indices of ``range(count)``, evenly spread, in order."""
+    if max_queries is None or max_queries >= count:
+        return np.arange(count)
+    if max_queries < 1:
+        raise ConfigError(f'max_queries={max_queries} must be >= 1')
+    return np.unique(np.linspace(0, count - 1, max_queries).round().astype(np.int64))
+
+
+def _progress_bar(items: NDArray[np.int64], show: bool) -> Any:
+    if not show:
+        return items
+    from tqdm import tqdm  # noqa: PLC0415 - only when a bar is shown
+
+    return tqdm(items, desc='calibrating on map images', unit='query', leave=False)
+
+
 def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshold_m: float,
-                        exclude_radius_m: float, max_queries: int | None = None,
-                        localizer_config: LocalizerConfig | None = None
+                        exclude_radius_m: float,
+                        max_queries: int | None = SELF_CALIBRATION_MAX_QUERIES,
+                        localizer_config: LocalizerConfig | None = None,
+                        progress: bool = False
                         ) -> tuple[NDArray[np.float64], NDArray[np.bool_], dict[str, Any]]:
     """
     Query the map with its own images (neighbourhood hidden); return features, labels and stats.
 
     Returns:
         features (M, F), labels (M,) True when the best remaining place is within
-        ``threshold_m``, and counts (queries used, skipped for want of candidates).
+        ``threshold_m``, and stats: counts (queries used, skipped for want of candidates),
+        the ranking, and the sequence filter's observation model fitted on the same lists
+        (``observation``, ``observation_fit``).
     """
-    config = replace(localizer_config or LocalizerConfig(), threshold_m=threshold_m)
+    config = replace(localizer_config or LocalizerConfig(), threshold_m=threshold_m,
+                     filter='none')
     if config.rerank_top_n and not place_model.has_reranker:
         config = replace(config, rerank_top_n=0)
-    localizer = Localizer(place_model, database, config)
+    localizer = Localizer(place_model, database, config, ranking_only=True)
     places = database.places
     east = np.asarray(places['east'], dtype=np.float64)
     north = np.asarray(places['north'], dtype=np.float64)
-    n = database.num_places
-    queries = np.arange(n)
-    if max_queries is not None and max_queries < n:
-        if max_queries < 1:
-            raise ConfigError(f'max_queries={max_queries} must be >= 1')
-        queries = np.unique(np.linspace(0, n - 1, max_queries).round().astype(np.int64))
+    queries = even_subsample(database.num_places, max_queries)
     rows, labels = [], []
+    cand_scores, cand_labels, true_counts = [], [], []
     skipped = 0
-    for q in queries:
+    for q in _progress_bar(queries, progress):
         dist = np.hypot(east - east[q], north - north[q])
         exclude = dist <= exclude_radius_m
         exclude[q] = True
@@ -220,11 +163,17 @@ def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshol
         top = ids[:len(scores)]
         rows.append(confidence_features(scores, east[top], north[top], threshold_m))
         labels.append(bool(dist[ids[0]] <= threshold_m))
+        cand_scores.append(np.asarray(scores, dtype=np.float64))
+        cand_labels.append(dist[top] <= threshold_m)
+        true_counts.append(int(np.sum((dist <= threshold_m) & ~exclude)))
     features = np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
+    observation, observation_fit = fit_observation_model(
+        cand_scores, cand_labels, true_counts, database.num_places)
     stats = {'num_queries': int(queries.size), 'num_skipped_no_candidates': skipped,
              'ranking': 'rerank' if config.rerank_top_n else 'global',
              'rerank_top_n': int(config.rerank_top_n),
-             'retrieval_top_k': int(config.retrieval_top_k)}
+             'retrieval_top_k': int(config.retrieval_top_k),
+             'observation': observation.to_dict(), 'observation_fit': observation_fit}
     return features, np.asarray(labels, dtype=bool), stats
 
 
@@ -234,7 +183,7 @@ def fit_confidence(features: NDArray[np.float64], labels: NDArray[np.bool_],
     Fit the logistic confidence model, or return an uncalibrated one with the reason in its info.
 
     The info holds the sample counts, the fitted weights and the ECE before/after (in-sample
-    and cross-validated where there are enough samples).
+    and cross-validated in contiguous blocks where there are enough samples).
     """
     info = dict(info or {})
     y = labels.astype(np.float64)
@@ -244,17 +193,19 @@ def fit_confidence(features: NDArray[np.float64], labels: NDArray[np.bool_],
     raw = np.array([uncal.predict(row) for row in features]) if labels.size else np.zeros(0)
     info.update({'num_samples': int(labels.size), 'num_true': n_true, 'num_false': n_false,
                  'ece_uncalibrated': expected_calibration_error(raw, y),
-                 'ece_calibrated': None, 'ece_calibrated_cv': None})
+                 'ece_calibrated': None, 'ece_calibrated_cv': None,
+                 'cv': f'{CV_FOLDS} contiguous blocks'})
     reason = None
     if labels.size < MIN_SAMPLES:
-        reason = (f'only {labels.size} usable map queries (need {MIN_SAMPLES}); the map is too '
-                  'small to learn what a false match looks like')
+        reason = (f'only {labels.size} usable queries (need {MIN_SAMPLES}); too few to learn '
+                  'what a false match looks like')
     elif n_false == 0:
-        reason = (f'every map query found a place within {threshold_m} m (no false matches to '
+        reason = (f'every query found a place within {threshold_m} m (no false matches to '
                   'learn from: a short or very dense map)')
     elif n_true == 0:
-        reason = (f'no map query found a place within {threshold_m} m outside its own '
-                  'neighbourhood (sparse map, or the model cannot match this route)')
+        reason = (f'no query found a place within {threshold_m} m (outside its own '
+                  'neighbourhood for map self-queries): sparse map, or the model cannot match '
+                  'this route')
     elif min(n_true, n_false) < MIN_PER_CLASS:
         reason = (f'{n_true} true and {n_false} false matches: need at least {MIN_PER_CLASS} '
                   'of each')
@@ -264,9 +215,9 @@ def fit_confidence(features: NDArray[np.float64], labels: NDArray[np.bool_],
         LOG.warning('confidence left uncalibrated: %s', reason)
         return ConfidenceModel(threshold_m=threshold_m, info=info)
     weights, bias = fit_logistic(features, y)
-    probs = _predict(weights, bias, features)
+    probs = predict_logistic(weights, bias, features)
     info['ece_calibrated'] = expected_calibration_error(probs, y)
-    cv = _cross_validated_probs(features, y)
+    cv = cross_validated_probs(features, y)
     if cv is not None:
         info['ece_calibrated_cv'] = expected_calibration_error(cv, y)
     info['calibrated'] = True
@@ -277,8 +228,9 @@ def fit_confidence(features: NDArray[np.float64], labels: NDArray[np.bool_],
 
 def fit_map_calibration(database: MapDatabase, place_model: PlaceModel,
                         threshold_m: float = 25.0, exclude_radius_m: float | None = None,
-                        max_queries: int | None = None,
-                        localizer_config: LocalizerConfig | None = None) -> ConfidenceModel:
+                        max_queries: int | None = SELF_CALIBRATION_MAX_QUERIES,
+                        localizer_config: LocalizerConfig | None = None,
+                        progress: bool = False) -> ConfidenceModel:
     """Calibrate on an open map without writing anything (evaluation uses this in memory)."""
     if threshold_m <= 0:
         raise ConfigError(f'threshold_m={threshold_m} must be > 0')
@@ -287,15 +239,30 @@ def fit_map_calibration(database: MapDatabase, place_model: PlaceModel,
     if radius < 0:
         raise ConfigError(f'exclude_radius_m={radius} must be >= 0')
     features, labels, stats = collect_map_samples(database, place_model, threshold_m, radius,
-                                                  max_queries, localizer_config)
+                                                  max_queries, localizer_config, progress)
     info = {'method': 'map self-queries, own neighbourhood excluded', 'threshold_m': threshold_m,
             'exclude_radius_m': radius, 'backbone': place_model.name, **stats}
     return fit_confidence(features, labels, threshold_m, info)
 
 
+def map_calibration_block(model: ConfidenceModel) -> dict[str, Any]:
+    """Build the manifest block of a self-calibration: the model, its settings and source."""
+    info = model.info
+    return {**model.to_dict(),
+            'settings': {'backbone': info.get('backbone'),
+                         'ranking': ranking_name(int(info.get('rerank_top_n') or 0)),
+                         'threshold_m': float(model.threshold_m), 'filters': ['none']},
+            'source': {'kind': 'map self-queries', 'drive': None},
+            'observation': info.get('observation'), 'filtered': None,
+            'ece_cv': {'single': info.get('ece_calibrated_cv'), 'filtered': None,
+                       'folds': CV_FOLDS, 'split': 'contiguous blocks'}}
+
+
 def calibrate_map(map_dir: str | Path, place_model: PlaceModel, threshold_m: float = 25.0,
-                  exclude_radius_m: float | None = None, max_queries: int | None = None,
-                  localizer_config: LocalizerConfig | None = None) -> dict[str, Any]:
+                  exclude_radius_m: float | None = None,
+                  max_queries: int | None = SELF_CALIBRATION_MAX_QUERIES,
+                  localizer_config: LocalizerConfig | None = None,
+                  progress: bool = True) -> dict[str, Any]:
     """
     Calibrate a map's confidence on its own images and store the result in its manifest.
 
@@ -305,9 +272,11 @@ def calibrate_map(map_dir: str | Path, place_model: PlaceModel, threshold_m: flo
         threshold_m: distance that counts as the same place.
         exclude_radius_m: hide places closer than this to each query (the query itself is
             always hidden), inclusive; None = threshold_m / 2, see the module docstring.
-        max_queries: use at most this many map images (evenly spread) as queries.
+        max_queries: use at most this many map images (evenly spread) as queries; None = all.
         localizer_config: retrieval/rerank settings; rerank_top_n should match the node's,
-            because the top score is a rerank score when reranking and a cosine otherwise.
+            because the top score is a rerank score when reranking and a cosine otherwise
+            (the stored settings say which; other settings get the raw score).
+        progress: show a progress bar (tqdm, on stderr).
 
     Returns:
         The calibration info: calibrated (bool), reason (why not, or None), sample counts,
@@ -315,8 +284,8 @@ def calibrate_map(map_dir: str | Path, place_model: PlaceModel, threshold_m: flo
     """
     database = MapDatabase.open(map_dir)
     model = fit_map_calibration(database, place_model, threshold_m, exclude_radius_m,
-                                max_queries, localizer_config)
+                                max_queries, localizer_config, progress)
     del database
-    mapdb.write_calibration(map_dir, model.to_dict())
+    mapdb.write_calibration(map_dir, map_calibration_block(model))
     return {**model.info, 'weights': model.weights, 'bias': model.bias,
             'feature_names': list(model.feature_names)}

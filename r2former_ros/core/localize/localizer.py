@@ -114,7 +114,16 @@ class Localizer:
     """Localize query images against one map with one place model."""
 
     def __init__(self, model: PlaceModel, database: MapDatabase,
-                 config: LocalizerConfig | None = None) -> None:
+                 config: LocalizerConfig | None = None, *, ranking_only: bool = False) -> None:
+        """
+        Open a localizer; warn once when the stored calibration does not fit the settings.
+
+        Args:
+            model: the place model the map was built with.
+            database: the map.
+            config: retrieval, decision and filter settings.
+            ranking_only: the caller only ranks (calibration): no warning about the confidence.
+        """
         self.model = model
         self.database = database
         self.config = (config or LocalizerConfig()).validate()
@@ -127,7 +136,7 @@ class Localizer:
         self.calibration = applied
         self.confidence = applied.single
         self.filtered_confidence = applied.filtered
-        if not applied.calibrated:
+        if not applied.calibrated and not ranking_only:
             LOG.warning('confidence is a raw score, not a calibrated probability: %s; run '
                         '`r2former calibrate` with the running settings (%s)', applied.mismatch,
                         self.config.calibration_settings(model.name).describe())

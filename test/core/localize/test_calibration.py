@@ -89,7 +89,7 @@ def test_exclusion_hides_the_neighbourhood(route_map):
     info = calibrate_map(path, model, threshold_m=25.0, exclude_radius_m=100.0,
                          localizer_config=GLOBAL_ONLY)
     assert not info['calibrated'] and info['num_true'] == 0
-    assert 'no map query found a place within' in info['reason']
+    assert 'no query found a place within' in info['reason']
     assert ConfidenceModel.from_dict(MapDatabase.open(path).manifest['calibration']).weights \
         is None
 
@@ -99,10 +99,10 @@ def test_degenerate_all_true_and_tiny(route_map, tmp_path):
     info = calibrate_map(path, model, threshold_m=10_000.0, exclude_radius_m=5.0,
                          localizer_config=GLOBAL_ONLY)
     assert not info['calibrated'] and info['num_false'] == 0
-    assert 'every map query' in info['reason']
+    assert 'every query found' in info['reason']
     tiny, _ = write_route_map(tmp_path / 'tiny', model, num_places=4)
     info = calibrate_map(tiny, model, localizer_config=GLOBAL_ONLY)
-    assert not info['calibrated'] and 'too small' in info['reason']
+    assert not info['calibrated'] and 'too few' in info['reason']
     # max_queries subsamples evenly.
     info = calibrate_map(path, model, max_queries=5, localizer_config=GLOBAL_ONLY)
     assert info['num_queries'] == 5

@@ -1,0 +1,220 @@
+"""
+Fitting helpers shared by the confidence calibrations (map self-queries and drives).
+
+- :func:`expected_calibration_error`, :func:`reliability_table`: how well probabilities match
+  outcomes.
+- :func:`fit_logistic`: L2-regularised logistic regression (the single-frame confidence).
+- :func:`fit_platt`: Platt scaling of the filter's posterior mass, shrunk towards the identity
+  (the posterior is a probability by construction; the fit only corrects it), with Platt's
+  smoothed targets so a drive where every frame was right still gives a finite fit.
+- :func:`contiguous_folds`: cross-validation folds as contiguous blocks of a drive, so a
+  held-out frame's near twin (the frame before it) is not in the training set.
+- :func:`fit_observation_model`: the sequence filter's likelihood ratios from labelled candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.localize.sequence_filter import ObservationModel
+
+L2_PENALTY = 1e-2  # on standardised weights (not on the bias)
+CV_FOLDS = 5
+PLATT_PRIOR = 1.0  # pull of (weight 1, bias 0), in units of samples
+FLOOR_RANGE = (1e-4, 1.0)
+
+
+def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, bins: int = 10) -> float:
+    """
+    Compute the expected calibration error with equal-width bins over [0, 1].
+
+    ECE = sum over bins of (bin count / total) * |mean label - mean probability|.
+    Probability 1.0 falls in the last bin. Returns 0.0 for no samples.
+
+    Args:
+        probs: (N,) predicted probabilities in [0, 1].
+        labels: (N,) 0/1 (or bool) outcomes.
+        bins: number of equal-width bins.
+    """
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if p.shape != y.shape:
+        raise ConfigError(f'{p.size} probabilities for {y.size} labels')
+    if bins < 1:
+        raise ConfigError(f'bins={bins} must be >= 1')
+    if p.size == 0:
+        return 0.0
+    which = np.clip((np.clip(p, 0.0, 1.0) * bins).astype(np.int64), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.sum() * abs(float(y[mask].mean()) - float(p[mask].mean()))
+    return total / p.size
+
+
+def reliability_table(probs: ArrayLike, labels: ArrayLike, bins: int = 10) -> list[dict[str, Any]]:
+    """Per equal-width bin: range, count, mean probability and observed frequency (for plots)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), 0.0, 1.0)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    which = np.clip((p * bins).astype(np.int64), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = which == b
+        rows.append({'low': b / bins, 'high': (b + 1) / bins, 'count': int(mask.sum()),
+                     'mean_prob': float(p[mask].mean()) if mask.any() else None,
+                     'frequency': float(y[mask].mean()) if mask.any() else None})
+    return rows
+
+
+def _sigmoid(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+
+
+def fit_logistic(features: ArrayLike, labels: ArrayLike, l2: float = L2_PENALTY,
+                 max_iter: int = 100, tol: float = 1e-10) -> tuple[NDArray[np.float64], float]:
+    """
+    L2-regularised logistic regression by Newton's method (IRLS); plain numpy.
+
+    Features are standardised inside (constant columns get weight 0); the penalty
+    ``l2 * |w|^2 / 2`` acts on the standardised weights, not on the bias, and keeps the fit finite
+    when the classes are separable. Returns weights and bias on the raw features.
+
+    Args:
+        features: (N, F) feature matrix.
+        labels: (N,) 0/1 labels.
+        l2: penalty strength (> 0), in units of the mean log-likelihood.
+        max_iter: Newton steps at most.
+        tol: stop when the largest parameter change is below this.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if x.ndim != 2 or x.shape[0] != y.size:
+        raise ConfigError(f'features {x.shape} and labels {y.shape} disagree')
+    if l2 <= 0:
+        raise ConfigError(f'l2={l2} must be > 0')
+    n, f = x.shape
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    constant = std < 1e-12
+    std[constant] = 1.0
+    z = (x - mean) / std
+    z[:, constant] = 0.0
+    design = np.hstack([z, np.ones((n, 1))])
+    theta = np.zeros(f + 1)
+    penalty = np.full(f + 1, l2 * n)
+    penalty[-1] = 0.0
+    for _ in range(max_iter):
+        p = _sigmoid(design @ theta)
+        grad = design.T @ (p - y) + penalty * theta
+        weight = np.maximum(p * (1.0 - p), 1e-12)
+        hessian = design.T @ (design * weight[:, None]) + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hessian, grad)
+        theta -= step
+        if float(np.max(np.abs(step))) < tol:
+            break
+    w_std, b_std = theta[:-1], float(theta[-1])
+    w_std[constant] = 0.0
+    weights = w_std / std
+    bias = b_std - float(np.sum(w_std * mean / std))
+    return weights, bias
+
+
+def _predict(weights: NDArray[np.float64], bias: float,
+             features: NDArray[np.float64]) -> NDArray[np.float64]:
+    return _sigmoid(features @ weights + bias)
+
+
+def predict_logistic(weights: NDArray[np.float64], bias: float,
+                     features: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Probabilities of a fitted logistic model for (N, F) features."""
+    return _sigmoid(features @ weights + bias)
+
+
+def contiguous_folds(count: int, folds: int = CV_FOLDS) -> NDArray[np.int64]:
+    """Fold number of each of ``count`` consecutive samples: ``folds`` contiguous blocks."""
+    if folds < 2:
+        raise ConfigError(f'folds={folds} must be >= 2')
+    return (np.arange(count) * folds // max(count, 1)).astype(np.int64)
+
+
+def fit_platt(logits: ArrayLike, labels: ArrayLike, prior: float = PLATT_PRIOR,
+              max_iter: int = 50) -> tuple[float, float]:
+    """
+    Fit ``p = sigmoid(a * z + b)`` to 0/1 labels, shrunk towards ``a = 1, b = 0``.
+
+    Targets are Platt's smoothed ones, ``(n1 + 1) / (n1 + 2)`` for positives and
+    ``1 / (n0 + 2)`` for negatives, so all-right (or all-wrong) drives give a finite, modest fit.
+
+    Args:
+        logits: (N,) input log-odds (e.g. the logit of the posterior mass).
+        labels: (N,) 0/1 outcomes.
+        prior: strength of the pull towards the identity map, in samples.
+        max_iter: Newton steps at most.
+    """
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=bool).reshape(-1)
+    if z.shape != y.shape:
+        raise ConfigError(f'{z.size} logits for {y.size} labels')
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    target = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    theta = np.array([1.0, 0.0])
+    anchor = theta.copy()
+    design = np.c_[z, np.ones_like(z)]
+    for _ in range(max_iter):
+        p = _sigmoid(design @ theta)
+        grad = design.T @ (p - target) + prior * (theta - anchor)
+        weight = np.maximum(p * (1.0 - p), 1e-12)
+        hessian = design.T @ (design * weight[:, None]) + prior * np.eye(2)
+        step = np.linalg.solve(hessian, grad)
+        theta -= step
+        if float(np.max(np.abs(step))) < 1e-10:
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def fit_observation_model(scores: list[NDArray[np.floating]], labels: list[NDArray[np.bool_]],
+                          true_places: ArrayLike, num_places: int
+                          ) -> tuple[ObservationModel, dict[str, Any]]:
+    """
+    Fit the filter's likelihood ratios "here" vs "not in the map" from labelled frames.
+
+    For frame f, ``scores[f]`` are its K ranked scores (best first), ``labels[f]`` whether each
+    candidate lies within threshold_m of the true position, and ``true_places[f]`` how many map
+    places do (in the whole map). A logistic fit on (score, score - top score) over all
+    candidates gives the odds of "true" among top-K candidates; with T true and F false
+    (frame, place) pairs in all, the likelihood ratio is ``odds * F / T``, and the floor shared
+    by places outside the top-K is ``P(outside | true) / P(outside | false)``.
+
+    Returns:
+        The model (``fitted=False``, defaults, when there is nothing to learn from) and stats.
+    """
+    true_total = float(np.sum(true_places))
+    frames = len(scores)
+    false_total = frames * float(num_places) - true_total
+    stats: dict[str, Any] = {'frames': frames, 'true_pairs': true_total}
+    if frames == 0 or true_total <= 0 or false_total <= 0:
+        stats['reason'] = 'no frame has a map place within threshold_m (or every place does)'
+        return ObservationModel(), stats
+    columns = [np.c_[s, s - s[0]] for s in scores if len(s)]
+    x = np.concatenate(columns).astype(np.float64)
+    y = np.concatenate([np.asarray(v, dtype=bool) for v in labels if len(v)])
+    true_top, false_top = int(y.sum()), int((~y).sum())
+    stats.update({'true_in_top_k': true_top, 'false_in_top_k': false_top})
+    if true_top < 2 or false_top < 2:
+        stats['reason'] = f'{true_top} true and {false_top} false candidates: need 2 of each'
+        return ObservationModel(), stats
+    weights, bias = fit_logistic(x, y)
+    log_ratio = math.log(false_total / true_total)
+    missed_true = max(true_total - true_top, 0.0) / true_total
+    missed_false = max(false_total - false_top, 0.0) / false_total
+    floor = ObservationModel().floor if missed_false <= 0 else missed_true / missed_false
+    floor = float(np.clip(floor, *FLOOR_RANGE))
+    stats['reason'] = None
+    return ObservationModel(weight_score=float(weights[0]), weight_gap=float(weights[1]),
+                            bias=float(bias + log_ratio), floor=floor, fitted=True), stats
