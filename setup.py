@@ -37,6 +37,8 @@ setup(
     extras_require={
         'eval': ['matplotlib>=3.6'],
         'dinov2': ['onnx>=1.14'],
+        # `r2former weights fetch r2former|msls-deits`: the authors' Google Drive files
+        'official': ['gdown>=5'],
         'test': ['pytest>=7.4', 'rosbags-image>=0.10', 'ruff>=0.5'],
     },
     entry_points={
