@@ -14,7 +14,7 @@ in Foxglove or play it into rviz. The CSV has one row per image.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import csv
 import logging
 import math
@@ -28,8 +28,12 @@ from r2former_ros.core.errors import BagError
 from r2former_ros.core.io import result_messages as rm
 from r2former_ros.core.io.bags import count_messages, iter_images
 from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
+from r2former_ros.core.types import LocalizationResult
 
 LOG = logging.getLogger(__name__)
+
+# (image record, result, query local rows, decode ms) -> None
+ResultHook = Callable[[Any, LocalizationResult, Any, float], None]
 
 TOPIC_RESULT = 'place_recognition'
 TOPIC_FIX = 'fix'
@@ -47,7 +51,8 @@ def _topic(prefix: str, name: str) -> str:
 def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path],
                image_topic: str, out_bag: str | Path, csv_path: str | Path | None = None,
                progress: bool = True, *, match_image: bool = False, map_frame_id: str = 'map',
-               topic_prefix: str = '', frame_id: str = 'camera') -> dict[str, Any]:
+               topic_prefix: str = '', frame_id: str = 'camera',
+               on_result: ResultHook | None = None) -> dict[str, Any]:
     """
     Localize every image of ``image_topic`` and write the node's outputs to a new MCAP bag.
 
@@ -62,6 +67,8 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
         map_frame_id: frame of ``pose``.
         topic_prefix: namespace of the output topics ('' = ``/place_recognition`` ...).
         frame_id: header frame of results and fixes (bag images keep no frame id here).
+        on_result: called after each image with (image record, result, query local rows,
+            decode ms), so a caller can measure or draw without localizing the images again.
 
     Returns:
         Summary: images, matched, counts per output topic, mean/max total latency (ms), paths.
@@ -126,6 +133,8 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
                     if picture is not None:
                         write(TOPIC_MATCH, rm.image_fields(picture, stamp_ns=stamp,
                                                            frame_id=frame_id), stamp)
+                if on_result is not None:
+                    on_result(record, result, query_local, decode_ms)
                 matched += int(fields['matched'])
                 latencies.append(fields['total_ms'])
                 if rows:
