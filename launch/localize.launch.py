@@ -6,18 +6,28 @@ Example::
     ros2 launch r2former_ros localize.launch.py map:=/data/maps/campus image_topic:=/cam/image_raw
 
 map, checkpoint, device and backbone override the parameters file only when given (non-empty).
+The node is a lifecycle node: autostart:=true (default) configures and activates it at start,
+autostart:=false leaves it unconfigured for a lifecycle manager (e.g. nav2_lifecycle_manager).
+
+Raw camera images need a larger Fast DDS shared-memory segment than the default: the launch file
+points FASTRTPS_DEFAULT_PROFILES_FILE and FASTDDS_DEFAULT_PROFILES_FILE at dds_profile
+(config/fastdds_large_images.xml) for every process it starts, unless one of them is already set
+in the environment (your own DDS configuration wins) or dds_profile:=''.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+import os
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from launch import LaunchContext, LaunchDescription
+from launch import Action, LaunchContext, LaunchDescription
 
 PACKAGE = 'r2former_ros'
 RVIZ_CONFIG = 'localize.rviz'
+DDS_PROFILE_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
 
 # (name, default, description) of every launch argument.
 ARGUMENTS = [
@@ -31,6 +41,15 @@ ARGUMENTS = [
     ),
     ('device', '', "Inference device: 'auto', 'cpu' or 'cuda[:N]'; empty: the parameters file."),
     ('backbone', '', 'Backbone name; empty: the parameters file (must match the map).'),
+    ('autostart', 'true',
+     'Configure and activate the lifecycle node at start (true), or leave it unconfigured for '
+     'a lifecycle manager (false).'),
+    (
+        'dds_profile',
+        PathJoinSubstitution([FindPackageShare(PACKAGE), 'config', 'fastdds_large_images.xml']),
+        'Fast DDS profile for raw camera images, applied unless FASTRTPS_DEFAULT_PROFILES_FILE or '
+        "FASTDDS_DEFAULT_PROFILES_FILE is set; '' to leave DDS alone.",
+    ),
     ('rviz', 'true', 'Start rviz2 with the r2former_ros view (true|false).'),
     ('use_sim_time', 'false', 'Use /clock, e.g. when playing a bag (true|false).'),
     ('namespace', '', 'Namespace of the node, its topics and rviz2.'),
@@ -47,12 +66,24 @@ def _is_true(text: str) -> bool:
     return value in ('true', '1')
 
 
-def _nodes(context: LaunchContext) -> list[Node]:
+def _dds_environment(profile: str, environment: dict[str, str]) -> list[Action]:
+    """SetEnvironmentVariable actions for the DDS profile, none when the user chose one."""
+    if not profile or any(environment.get(name) for name in DDS_PROFILE_VARIABLES):
+        return []
+    if not os.path.isfile(profile):
+        raise FileNotFoundError(f"dds_profile '{profile}' does not exist")
+    return [SetEnvironmentVariable(name, profile) for name in DDS_PROFILE_VARIABLES]
+
+
+def _nodes(context: LaunchContext) -> list[Action]:
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
     use_sim_time = _is_true(arg('use_sim_time'))
-    overrides: dict[str, object] = {'use_sim_time': use_sim_time}
+    overrides: dict[str, object] = {
+        'use_sim_time': use_sim_time,
+        'autostart': _is_true(arg('autostart')),
+    }
     overrides.update({name: arg(name) for name in OPTIONAL_OVERRIDES if arg(name)})
     namespace = arg('namespace')
 
@@ -76,7 +107,7 @@ def _nodes(context: LaunchContext) -> list[Node]:
         condition=IfCondition(LaunchConfiguration('rviz')),
         output='log',
     )
-    return [localization, rviz]
+    return [*_dds_environment(arg('dds_profile'), context.environment), localization, rviz]
 
 
 def generate_launch_description() -> LaunchDescription:

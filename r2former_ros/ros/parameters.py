@@ -25,6 +25,7 @@ from rclpy.node import Node
 from r2former_ros.core.device import resolve_device
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.localize.localizer import LocalizerConfig
+from r2former_ros.core.localize.sequence_filter import DEFAULT_MAX_SPEED_MPS, FILTERS
 from r2former_ros.core.places.base import BACKBONES, PRECISIONS
 
 TRANSPORTS = ('raw', 'compressed', 'both')
@@ -45,7 +46,11 @@ class ParameterSpec:
 
 
 SPECS: tuple[ParameterSpec, ...] = (
-    ParameterSpec('map', 'map', '', 'Map directory written by build_map (required).', True),
+    ParameterSpec('map', 'map', '', 'Map directory written by build_map (required; '
+                  'swap it at run time with the ~/load_map service).', True),
+    ParameterSpec('autostart', 'autostart', True,
+                  'Configure and activate at start (false: stay unconfigured for a lifecycle '
+                  'manager).', True),
     ParameterSpec('checkpoint', 'checkpoint', '',
                   'Weights file; empty: the file the map was built with (if it still exists), '
                   'else $R2FORMER_CHECKPOINT or the cache, else seeded random weights (warned).',
@@ -77,6 +82,12 @@ SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec('confidence_threshold', 'confidence_threshold', 0.5,
                   'Confidence at or above which a result is a match (fix and pose published).',
                   float_range=(0.0, 1.0)),
+    ParameterSpec('filter', 'filter', 'none',
+                  f"Sequence filter over the map's places: {' | '.join(FILTERS)} (changing it, or "
+                  'any localizer parameter, restarts the filter).'),
+    ParameterSpec('filter.max_speed_mps', 'max_speed_mps', DEFAULT_MAX_SPEED_MPS,
+                  "The sequence filter's motion bound, metres per second.",
+                  float_range=(0.01, 1000.0)),
     ParameterSpec('threshold_m', 'threshold_m', 25.0,
                   'Distance (m) that counts as the same place; scales the fix covariance.', True,
                   float_range=(0.01, 100_000.0)),
@@ -111,6 +122,7 @@ class NodeParameters:
     """Validated parameter values of the localization node."""
 
     map: str
+    autostart: bool = True
     checkpoint: str = ''
     backbone: str = 'r2former'
     device: str = 'auto'
@@ -122,6 +134,8 @@ class NodeParameters:
     rerank_top_n: int = 100
     result_top_k: int = 10
     confidence_threshold: float = 0.5
+    filter: str = 'none'
+    max_speed_mps: float = DEFAULT_MAX_SPEED_MPS
     threshold_m: float = 25.0
     visualization: bool = True
     map_frame_id: str = 'map'
@@ -139,7 +153,7 @@ class NodeParameters:
         return LocalizerConfig(
             retrieval_top_k=self.retrieval_top_k, rerank_top_n=self.rerank_top_n,
             result_top_k=self.result_top_k, confidence_threshold=self.confidence_threshold,
-            threshold_m=self.threshold_m)
+            threshold_m=self.threshold_m, filter=self.filter, max_speed_mps=self.max_speed_mps)
 
     def validate(self) -> NodeParameters:
         """Raise ConfigError naming the first bad value; return self."""

@@ -38,7 +38,8 @@ DOMAIN_IDS = range(1, 102)
 
 FASTDDS_LOOPBACK_PROFILE = """\
 <?xml version="1.0" encoding="UTF-8"?>
-<!-- All DDS traffic of a test stays on this host: UDP on 127.0.0.1 only, plus shared memory. -->
+<!-- All DDS traffic of a test stays on this host: UDP on 127.0.0.1 only, plus shared memory
+     with the segment size of config/fastdds_large_images.xml (raw full-size frames fit). -->
 <dds xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
   <profiles>
     <transport_descriptors>
@@ -52,6 +53,7 @@ FASTDDS_LOOPBACK_PROFILE = """\
       <transport_descriptor>
         <transport_id>local_shm</transport_id>
         <type>SHM</type>
+        <segment_size>67108864</segment_size>
       </transport_descriptor>
     </transport_descriptors>
     <participant profile_name="r2former_ros_test_loopback" is_default_profile="true">

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / 'launch' / 'localize.launch.py'
 EXPECTED_ARGUMENTS = {
     'map', 'checkpoint', 'image_topic', 'params_file', 'device', 'rviz', 'use_sim_time',
-    'namespace', 'backbone',
+    'namespace', 'backbone', 'autostart', 'dds_profile',
 }
 
 
@@ -53,6 +53,37 @@ def test_launch_file_starts_the_installed_executable_and_rviz_config() -> None:
     rviz_config = ast.literal_eval(_module_constant(ast.parse(source), 'RVIZ_CONFIG'))
     assert (ROOT / 'rviz' / rviz_config).is_file()
     assert "'config', 'localize.yaml'" in source
+    assert "'config', 'fastdds_large_images.xml'" in source
+
+
+def test_dds_profile_is_valid_and_sized_for_full_hd_frames() -> None:
+    profile = ElementTree.parse(ROOT / 'config' / 'fastdds_large_images.xml').getroot()
+    namespace = {'d': 'http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles'}
+    segment = profile.find('.//d:transport_descriptor[d:type="SHM"]/d:segment_size', namespace)
+    assert segment is not None
+    full_hd_bgr8 = 1920 * 1080 * 3
+    assert int(segment.text) >= 5 * full_hd_bgr8  # the sender's segment holds several frames
+    participant = profile.find('.//d:participant', namespace)
+    assert participant.get('is_default_profile') == 'true'
+    assert participant.findtext('d:rtps/d:useBuiltinTransports', namespaces=namespace) == 'false'
+
+
+def test_parameters_file_names_every_parameter() -> None:
+    from r2former_ros.ros.parameters import SPECS
+
+    config = yaml.safe_load((ROOT / 'config' / 'localize.yaml').read_text())
+    values = config['/**']['ros__parameters']
+
+    def flatten(tree: dict, prefix: str = '') -> dict:
+        flat = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                flat.update(flatten(value, f'{prefix}{key}.'))
+            else:
+                flat[f'{prefix}{key}'] = value
+        return flat
+
+    assert set(flatten(values)) == {spec.name for spec in SPECS}
 
 
 def test_rviz_config_shows_markers_match_image_and_pose() -> None:
@@ -78,6 +109,7 @@ def test_package_xml_declares_an_interface_package() -> None:
         'rclpy', 'std_msgs', 'sensor_msgs', 'geometry_msgs', 'nav_msgs', 'visualization_msgs',
         'diagnostic_msgs', 'builtin_interfaces', 'rosidl_default_generators',
         'rosidl_default_runtime', 'launch_testing', 'launch_testing_ros', 'python3-numpy',
+        'lifecycle_msgs', 'std_srvs', 'python3-tqdm', 'python3-opencv', 'python3-torch',
     } <= dependencies
 
 
@@ -91,6 +123,8 @@ def test_cmake_installs_python_package_after_the_generator() -> None:
     assert 'ament_python_install_package' not in code
     for message in sorted((ROOT / 'msg').glob('*.msg')):
         assert f'msg/{message.name}' in cmake
+    for service in sorted((ROOT / 'srv').glob('*.srv')):
+        assert f'srv/{service.name}' in cmake
     for script in ('localization_node', 'build_map'):
         assert f'scripts/{script}' in cmake
         assert (ROOT / 'scripts' / script).stat().st_mode & 0o111

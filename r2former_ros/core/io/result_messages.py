@@ -122,6 +122,7 @@ def place_recognition_fields(result: LocalizationResult, *, stamp_ns: int, frame
         'header': header_fields(stamp_ns, frame_id),
         'matched': bool(result.matched) and best is not None,
         'confidence': float(result.confidence),
+        'calibrated': bool(result.calibrated),
         'map_frame_id': map_frame_id,
         'candidates': [candidate_fields(c) for c in result.candidates],
         'decode_ms': float(decode_ms),
@@ -248,21 +249,29 @@ def result_typestore(definitions: Mapping[str, str] | None = None) -> Any:
     return store
 
 
+# A rosbags field definition is ``(Nodetype, detail)``: BASE ``(type name, string bound)``,
+# NAME ``'pkg/msg/Type'``, ARRAY ``(element, length)``, SEQUENCE ``(element, bound)``.
+
+
 def _default(store: Any, node: tuple[Any, Any]) -> Any:
-    kind, detail = int(node[0]), node[1]
-    if kind == 1:  # BASE
+    from rosbags.interfaces import Nodetype  # noqa: PLC0415 - rosbags only for bag writing
+
+    kind, detail = Nodetype(node[0]), node[1]
+    if kind is Nodetype.BASE:
         name = detail[0]
         return '' if name == 'string' else False if name == 'bool' else 0
-    if kind == 2:  # NAME
+    if kind is Nodetype.NAME:
         return to_rosbags(store, detail, {})
-    if kind == 3:  # ARRAY of fixed size
+    if kind is Nodetype.ARRAY:
         return _build(store, node, [_default(store, detail[0])] * detail[1])
     return _build(store, node, [])  # SEQUENCE
 
 
 def _build(store: Any, node: tuple[Any, Any], value: Any) -> Any:
-    kind, detail = int(node[0]), node[1]
-    if kind == 1:
+    from rosbags.interfaces import Nodetype  # noqa: PLC0415 - rosbags only for bag writing
+
+    kind, detail = Nodetype(node[0]), node[1]
+    if kind is Nodetype.BASE:
         name = detail[0]
         if name == 'string':
             return str(value)
@@ -271,10 +280,10 @@ def _build(store: Any, node: tuple[Any, Any], value: Any) -> Any:
         if name in ('float32', 'float64'):
             return float(value)
         return int(value)
-    if kind == 2:
+    if kind is Nodetype.NAME:
         return to_rosbags(store, detail, value)
     element = detail[0]
-    if int(element[0]) == 1 and element[1][0] in _NUMPY_TYPES:
+    if Nodetype(element[0]) is Nodetype.BASE and element[1][0] in _NUMPY_TYPES:
         dtype = _NUMPY_TYPES[element[1][0]]
         if isinstance(value, (bytes, bytearray, memoryview)):
             return np.frombuffer(value, dtype=dtype).copy()
