@@ -64,16 +64,14 @@ def stop_after_load(monkeypatch, tmp_path):
     def load_then_stop(*args, **kwargs):
         raise _Loaded(real(*args, **kwargs))
 
+    # mapping.build calls factory.load_place_model through the module, so this covers it too.
     monkeypatch.setattr(factory, 'load_place_model', load_then_stop)
-    import r2former_ros.core.mapping as mapping
-
-    monkeypatch.setattr(mapping, 'load_place_model', load_then_stop)
     return load_then_stop
 
 
 def _build_map(precision, route_map, tmp_path):
     from r2former_ros.cli.build_map import _options
-    from r2former_ros.core.mapping import _load_model
+    from r2former_ros.core.mapping.build import _load_model
 
     args = argparse.Namespace(
         out=tmp_path / 'new_map', bag=None, image_topic=None, gps_topic=None, pose_topic=None,

@@ -2,9 +2,7 @@
 
 import json
 import math
-import sys
 import threading
-import types
 
 from bag_factory import (
     IMAGE,
@@ -26,7 +24,8 @@ import pytest
 from r2former_ros.core import mapping
 from r2former_ros.core.errors import BagError, ConfigError, ImageError, MapError
 from r2former_ros.core.geo.coords import enu_to_wgs84, haversine_m, wgs84_to_utm
-from r2former_ros.core.mapdb import MapDatabase, verify_map
+from r2former_ros.core.mapdb import MapDatabase, map_info, verify_map
+from r2former_ros.core.mapping import build as mapping_build
 from r2former_ros.core.model.config import R2FormerConfig
 
 CAMERA = '/camera/image_raw'
@@ -300,18 +299,26 @@ def test_csv_folder_with_heading_and_a_corrupt_file(tmp_path, model):
             out=tmp_path / 'm2', images_dir=tmp_path / 'photos', csv_file=table), model)
 
 
-def test_calibration_runs_when_the_module_exists(tmp_path, model, monkeypatch):
-    calls = []
-    fake = types.ModuleType('r2former_ros.core.localize.calibration')
-    fake.calibrate_map = lambda path, place_model, threshold_m: calls.append(
-        (path, place_model, threshold_m))
-    monkeypatch.setitem(sys.modules, 'r2former_ros.core.localize.calibration', fake)
+def test_build_calibrates_the_map_it_wrote(tmp_path, model):
+    bag = write_drive_bag(tmp_path / 'drive', 'mcap', n_images=30)
+    report = mapping.build_map(options(tmp_path, [bag], calibrate=True, all_frames=True), model)
+    block = json.loads((report.path / 'manifest.json').read_text())['calibration']
+    assert block is not None and block['threshold_m'] == mapping.CALIBRATION_THRESHOLD_M
+    # The report says what the manifest says: a skipped fit is not "calibrated".
+    assert report.calibrated == map_info(report.path)['calibrated']
+    assert verify_map(report.path) == []
+
+
+def test_a_failed_calibration_keeps_the_map(tmp_path, model, monkeypatch, caplog):
+    def broken(*_args, **_kwargs):
+        raise MapError('calibration exploded')
+
+    monkeypatch.setattr(mapping_build, 'calibrate_map', broken)
     bag = write_drive_bag(tmp_path / 'drive', 'mcap', n_images=6)
     report = mapping.build_map(options(tmp_path, [bag], calibrate=True), model)
-    assert calls == [(tmp_path / 'map', model, 25.0)] and report.calibrated
-    monkeypatch.setitem(sys.modules, 'r2former_ros.core.localize.calibration', None)  # ImportError
-    again = mapping.build_map(options(tmp_path, [bag], calibrate=True, overwrite=True), model)
-    assert not again.calibrated and verify_map(again.path) == []
+    assert not report.calibrated
+    assert verify_map(report.path) == [] and not map_info(report.path)['calibrated']
+    assert 'written, but not calibrated: calibration exploded' in caplog.text
 
 
 def test_several_bags_in_one_build_are_separate_sources(tmp_path, model):

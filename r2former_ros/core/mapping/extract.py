@@ -1,0 +1,170 @@
+"""
+Extracting the planned places: decode, encode, write.
+
+A second pass over the bags decodes only the kept images. A background thread reads, decodes,
+resizes and normalises the next batch while the model encodes the current one; a bounded queue
+keeps at most ``PREFETCH_BATCHES`` batches in memory, so memory stays flat for any bag size.
+Undecodable images are skipped and counted; if none decodes, the build fails naming the first
+problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+import torch
+
+from r2former_ros.core.errors import ImageError
+from r2former_ros.core.io import bags
+from r2former_ros.core.io import folders as image_sources
+from r2former_ros.core.mapdb import (
+    DEFAULT_THUMBNAIL_WIDTH,
+    MapWriter,
+    PlaceRecord,
+    resize_to_width,
+)
+from r2former_ros.core.mapping.options import BuildOptions, progress_bar
+from r2former_ros.core.mapping.plan import PlaceKey, Plan
+from r2former_ros.core.mapping.prefetch import Prefetcher
+from r2former_ros.core.places.base import PlaceModel
+from r2former_ros.core.places.preprocessing import preprocess
+
+LOG = logging.getLogger(__name__)
+
+PREFETCH_BATCHES = 2
+"""Decoded batches waiting for the model; bounds memory while keeping the model busy."""
+
+
+@dataclass
+class _Batch:
+    """A batch ready for the model: normalised tensor (CPU models) or RGB images (others)."""
+
+    keys: list[PlaceKey]
+    tensor: torch.Tensor | None
+    rgb: list[NDArray[np.uint8]] | None
+    thumbnails: list[NDArray[np.uint8]] | None
+
+
+def _batches(
+    pairs: Iterator[tuple[PlaceKey, NDArray[np.uint8]]], model: PlaceModel, batch_size: int,
+    thumbnails: bool, timing: dict[str, float],
+) -> Iterator[_Batch]:
+    """Group decoded images into model batches (runs in the prefetch thread)."""
+    on_cpu = model.device.type == 'cpu'
+
+    def pack(keys: list[PlaceKey], rgb: list[NDArray[np.uint8]]) -> _Batch:
+        start = time.perf_counter()
+        # On CPU the resize/normalise overlaps inference here; on a GPU it is faster there.
+        tensor = preprocess(rgb, model.input_hw, model.mean, model.std, 'cpu') if on_cpu else None
+        # Shrunk here, so queued batches carry small images.
+        thumbs = ([resize_to_width(image, DEFAULT_THUMBNAIL_WIDTH) for image in rgb]
+                  if thumbnails else None)
+        timing['preprocess_s'] += time.perf_counter() - start
+        return _Batch(keys, tensor, None if on_cpu else rgb, thumbs)
+
+    keys: list[PlaceKey] = []
+    rgb: list[NDArray[np.uint8]] = []
+    stream = iter(pairs)
+    try:
+        while True:
+            start = time.perf_counter()
+            try:
+                key, image = next(stream)
+            except StopIteration:
+                break
+            finally:
+                timing['read_decode_s'] += time.perf_counter() - start
+            keys.append(key)
+            rgb.append(image)
+            if len(keys) == batch_size:
+                yield pack(keys, rgb)
+                keys, rgb = [], []
+        if keys:
+            yield pack(keys, rgb)
+    finally:
+        close = getattr(stream, 'close', None)
+        if close is not None:
+            close()
+
+
+def _bag_pairs(opts: BuildOptions, plan: Plan,
+               skips: list[str]) -> Iterator[tuple[PlaceKey, NDArray[np.uint8]]]:
+    """Decode the planned images of the bags (second pass)."""
+    records = bags.iter_images(
+        opts.bags, opts.image_topic or '', stamp_source=opts.stamp_source,
+        skip_undecodable=True, select=lambda bag, _topic, index: (bag, index) in plan.places,
+        on_skip=skips.append)
+    try:
+        for record in records:
+            yield (record.bag_path, record.index), record.rgb
+    finally:
+        records.close()
+
+
+def _folder_pairs(plan: Plan, skips: list[str]) -> Iterator[tuple[PlaceKey, NDArray[np.uint8]]]:
+    """Read the planned images of a folder."""
+    for key, planned in plan.places.items():
+        try:
+            yield key, image_sources.read_image_file(planned.path or '')
+        except ImageError as err:
+            LOG.warning('skipping undecodable image: %s', err)
+            skips.append(str(err))
+
+
+def _encode(model: PlaceModel, batch: _Batch) -> Any:
+    """Run the model on one batch."""
+    with torch.inference_mode():
+        if batch.tensor is not None:
+            return model.encode_batch(batch.tensor.to(model.device))
+        images = batch.rgb or []
+        return model.encode_batch(preprocess(images, model.input_hw, model.mean, model.std,
+                                             model.device))
+
+
+def extract_places(opts: BuildOptions, plan: Plan, model: PlaceModel, writer: MapWriter,
+             source_ids: list[int], timing: dict[str, float]) -> list[int]:
+    """
+    Decode, encode and add every planned place; return the places kept per slot.
+
+    Raises:
+        ImageError: If not a single planned image could be decoded.
+
+    """
+    skips: list[str] = []
+    pairs = _bag_pairs(opts, plan, skips) if opts.bags else _folder_pairs(plan, skips)
+    kept = [0] * len(plan.sources)
+    batches = _batches(pairs, model, opts.batch_size, opts.thumbnails, timing)
+    with Prefetcher(batches, PREFETCH_BATCHES) as prefetched, \
+            progress_bar(opts, total=len(plan.places), unit='img', desc='extracting') as bar:
+        stream = iter(prefetched)
+        while True:
+            start = time.perf_counter()
+            batch = next(stream, None)
+            timing['wait_s'] += time.perf_counter() - start
+            if batch is None:
+                break
+            start = time.perf_counter()
+            features = _encode(model, batch)
+            timing['model_s'] += time.perf_counter() - start
+            start = time.perf_counter()
+            planned = [plan.places[key] for key in batch.keys]
+            records = [PlaceRecord(p.stamp_ns, p.position, source_ids[p.slot], p.msg_index)
+                       for p in planned]
+            writer.add(features, records, batch.thumbnails)
+            timing['write_s'] += time.perf_counter() - start
+            for p in planned:
+                kept[p.slot] += 1
+            bar.update(len(planned))
+    if skips and sum(kept) == 0:
+        raise ImageError(f'none of the {len(plan.places)} selected images could be decoded; '
+                         f'first problem: {skips[0]}')
+    if skips:
+        LOG.warning('%d of %d selected images could not be decoded and were skipped '
+                    '(first: %s)', len(skips), len(plan.places), skips[0])
+    return kept
