@@ -1,13 +1,15 @@
 """
-`r2former demo`: the whole job on bundled data, on a fresh machine, in a few minutes on a CPU.
+`r2former demo`: the whole job on bundled data, on a fresh machine, in about a minute on a CPU.
 
 1. Writes two rosbag2 bags from the real corridor images shipped in ``r2former_ros/data/demo``
    (sensor_msgs/Image + a synthetic sensor_msgs/NavSatFix track, 10 m per frame).
 2. Builds a map from the reference bag (``build_map``'s code, calibration included).
-3. Localizes the query bag against it: recall@N (global and reranked), per-stage latency,
-   confidence quality (``r2former eval``'s code), plots.
-4. Replays the query bag through the localizer into a result bag (``r2former localize-bag``'s
-   code) and draws the matches (PNG + HTML).
+3. Localizes the query bag once, through the node's code (``r2former localize-bag``'s replay),
+   writing the result bag.
+4. Measures those results (recall@N global / reranked / with the sequence filter, confidence
+   quality, per-stage latency), prints one table and writes one self-contained HTML report
+   (recall plot, reliability diagram, trajectory of the best places versus the truth, labelled
+   match pictures).
 
 Model: the official R2Former checkpoint when one is given or cached; else the DINOv2 fallback
 when its weights are cached; else seeded random R2Former weights, whose numbers mean nothing.
@@ -16,10 +18,12 @@ when its weights are cached; else seeded random R2Former weights, whose numbers 
 from __future__ import annotations
 
 import argparse
-import html
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 import importlib.resources
 import json
-import math
+import logging
 from pathlib import Path
 import shutil
 import sys
@@ -41,7 +45,7 @@ FRAME_NS = 10**9  # one image per second
 FIX_NS = FRAME_NS // 2  # two fixes per second
 RANDOM_INPUT_HW = (224, 320)  # random weights: a reduced input keeps the demo fast on a CPU
 RANDOM_NUM_LOCAL = 128
-MATCH_ROWS = 6
+PICTURE_LINES = 20  # token pairs drawn per match picture
 
 
 def demo_data_dir() -> Path:
@@ -107,9 +111,11 @@ def choose_model(args: argparse.Namespace) -> tuple[Any, list[str]]:
                      '`r2former weights fetch dinov2-s14` gets the pretrained DINOv2 fallback.')
         lines.append(f'  (random weights: reduced input {input_hw[0]}x{input_hw[1]} and '
                      f'{num_local} local tokens, to keep the demo fast)')
-    model = load_place_model(backbone=backbone, checkpoint=checkpoint, device=args.device,
-                             precision=args.precision,
-                             input_hw=input_hw, num_local=num_local)
+    # The lines above already say what random weights mean, in the demo's words.
+    with _quiet('r2former_ros.core.places.r2former'):
+        model = load_place_model(backbone=backbone, checkpoint=checkpoint, device=args.device,
+                                 precision=args.precision,
+                                 input_hw=input_hw, num_local=num_local)
     return model, lines
 
 
@@ -201,68 +207,50 @@ def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0
     return path
 
 
-# ----------------------------------------------------------------------------- the matches
-
-
-def write_matches(localizer: Any, query_files: list[Path], out_dir: Path) -> tuple[Path, Path]:
-    """Match images of a few queries (PNG stack) and an HTML page with their outcomes."""
-    import cv2  # noqa: PLC0415
-
-    from r2former_ros.core.drawing.match_image import result_match_image  # noqa: PLC0415
-    from r2former_ros.core.io.vprbench import read_rgb  # noqa: PLC0415
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    picks = sorted({int(v) for v in np.linspace(0, len(query_files) - 1,
-                                                min(MATCH_ROWS, len(query_files)))})
-    panels, rows = [], []
-    for i in picks:
-        rgb = read_rgb(query_files[i])
-        features = localizer.model.encode_rgb([rgb])
-        result = localizer.localize_features(features.global_desc[0], features.local_feats[0])
-        panel = result_match_image(localizer, rgb, features.local_feats[0], result)
-        best = result.best
-        dist = math.nan
-        if best is not None:
-            dist = math.hypot(best.position.east - i * SPACING_M,
-                              best.position.north - QUERY_OFFSET_M)
-        name = f'match_{i:03d}.png'
-        if panel is not None:
-            cv2.imwrite(str(out_dir / name), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
-            panels.append(panel)
-        rows.append((i, best.place_id if best else None, dist, result.confidence,
-                     result.matched, name if panel is not None else None))
-    png = out_dir.parent / 'matches.png'
-    if panels:
-        width = max(p.shape[1] for p in panels)
-        padded = [np.pad(p, ((0, 4), (0, width - p.shape[1]), (0, 0)), constant_values=255)
-                  for p in panels]
-        cv2.imwrite(str(png), cv2.cvtColor(np.concatenate(padded, axis=0), cv2.COLOR_RGB2BGR))
-    page = out_dir.parent / 'matches.html'
-    body = ['<tr><th>query</th><th>best place</th><th>distance to truth</th><th>confidence</th>'
-            '<th>result</th><th>query | best place, strongest token pairs</th></tr>']
-    for i, place, dist, conf, matched, name in rows:
-        verdict = 'match' if matched else 'no match'
-        image = f'<img src="{out_dir.name}/{html.escape(name)}">' if name else ''
-        body.append(f'<tr><td>{i}</td><td>{place}</td><td>{dist:.1f} m</td><td>{conf:.2f}</td>'
-                    f'<td>{verdict}</td><td>{image}</td></tr>')
-    page.write_text('<!doctype html><meta charset="utf-8"><title>r2former demo matches</title>'
-                    '<style>td,th{border:1px solid #ccc;padding:4px}</style>'
-                    f'<h1>r2former demo: {html.escape(localizer.model.name)}</h1>'
-                    f'<table>{"".join(body)}</table>\n', encoding='utf-8')
-    return png, page
-
-
 # ------------------------------------------------------------------------------------ run
 
 
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f'--out {out} is a file; give a directory (it is created if missing)')
+
+
+def _quiet_libraries() -> None:
+    """Keep third-party chatter (matplotlib's font cache notice) out of the demo's output."""
+    for name in ('matplotlib', 'matplotlib.font_manager', 'PIL'):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Hide a logger's warnings for a block (errors still show)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _bar(total: int, what: str) -> Any:
+    """Make a progress bar on stderr when it is a terminal (logs and pipes stay clean)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, unit='img', desc=f'      {what}', leave=False, file=sys.stderr,
+                disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Generate the bags, build the map, evaluate, replay, draw; print where everything went."""
+    """Generate the bags, build the map, localize once, measure, draw; say where it all went."""
+    from r2former_ros.cli.demo_report import StageTimes, console_table  # noqa: PLC0415
     from r2former_ros.core import evaluation  # noqa: PLC0415
-    from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig  # noqa: PLC0415
-    from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
     from r2former_ros.core.mapping import BuildOptions, build_map  # noqa: PLC0415
 
     started = time.perf_counter()
+    out: Path = args.out
+    _check_out(out)
+    _quiet_libraries()
     data = demo_data_dir()
     refs = sorted((data / 'ref').glob('*.jpg'))
     queries = sorted((data / 'query').glob('*.jpg'))
@@ -272,82 +260,231 @@ def run(args: argparse.Namespace) -> int:
         if args.max_images < 2:
             raise ConfigError('--max-images must be >= 2')
         refs, queries = refs[:args.max_images], queries[:args.max_images]
-    out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
 
     model, lines = choose_model(args)
-    print(evaluation.model_banner(model))
-    for line in lines:
-        print(line)
-    print(f'data: {len(refs)} reference + {len(queries)} query images of the VPR-Bench corridor '
-          f'(bundled; synthetic GPS, {SPACING_M:g} m per frame)', flush=True)
+    intro = lines or [evaluation.model_banner(model)]
+    intro.append(f'data: {len(refs)} reference + {len(queries)} query images of the VPR-Bench '
+                 f'corridor (bundled; synthetic GPS, {SPACING_M:g} m per frame, the query '
+                 f'traverse {QUERY_OFFSET_M:g} m to the side)')
+    print('\n'.join(intro), flush=True)
+    stages = StageTimes()
 
     step = time.perf_counter()
     map_bag = write_traverse_bag(out / 'bags' / 'map_bag', refs)
     query_bag = write_traverse_bag(out / 'bags' / 'query_bag', queries, QUERY_OFFSET_M)
-    print(f'[1/4] wrote bags {map_bag} and {query_bag} ({time.perf_counter() - step:.1f} s)',
+    stages.seconds['bags'] = time.perf_counter() - step
+    print(f'[1/4] wrote bags {map_bag} and {query_bag} ({stages.seconds["bags"]:.1f} s)',
           flush=True)
 
     step = time.perf_counter()
-    report = build_map(BuildOptions(out=out / 'map', bags=[map_bag], image_topic=IMAGE_TOPIC,
-                                    gps_topic=GPS_TOPIC, all_frames=True, overwrite=True,
-                                    progress=False, backbone=model.name, device=args.device),
-                       model)
-    calibration = MapDatabase.open(report.path).manifest.get('calibration') or {}
-    why = (calibration.get('info') or {}).get('reason')
-    print(f'[2/4] built map {report.path}: {report.num_places} places, confidence '
-          f'{"calibrated on the map" if report.calibrated and not why else "uncalibrated"}'
-          f'{f" ({why})" if why else ""} ({time.perf_counter() - step:.1f} s)', flush=True)
+    print(f'[2/4] building the map: features of {len(refs)} images, then the confidence '
+          'calibration on them ...', flush=True)
+    # Calibrating builds a localizer on the not yet calibrated map, which warns that its
+    # confidence is a raw score: true, and beside the point while the calibration is fitted.
+    with _quiet('r2former_ros.core.localize.localizer'):
+        report = build_map(BuildOptions(out=out / 'map', bags=[map_bag], image_topic=IMAGE_TOPIC,
+                                        gps_topic=GPS_TOPIC, all_frames=True, overwrite=True,
+                                        progress=True, backbone=model.name, device=args.device),
+                           model)
+    stages.seconds['map'] = time.perf_counter() - step
+    print(f'      map {report.path}: {report.num_places} places, confidence '
+          f'{_calibration_words(report.path)} ({stages.seconds["map"]:.1f} s)', flush=True)
 
     step = time.perf_counter()
-    settings = evaluation.EvalSettings(rerank_top_n=args.rerank_top if model.has_reranker else 0,
-                                       retrieval_top_k=max(100, args.rerank_top))
-    result = evaluation.evaluate_bag(model, report.path, [query_bag], IMAGE_TOPIC, GPS_TOPIC,
-                                     settings)
-    plots = evaluation.write_plots(result, out / 'plots')
-    result.summary['plots'] = [str(p) for p in plots]
-    result.to_json(out / 'eval.json')
-    print(f'[3/4] localized {result.summary["num_queries"]} queries '
-          f'({time.perf_counter() - step:.1f} s):')
-    print('\n'.join('      ' + line for line in
-                    evaluation.format_table(result.summary).splitlines()[1:]), flush=True)
+    print(f"[3/4] localizing the {len(queries)} query frames (the node's code; writes the "
+          'result bag) ...', flush=True)
+    localizer, localized, keep = _localize_once(model, report.path, query_bag,
+                                                   len(queries), out, args)
+    stages.seconds['localize'] = time.perf_counter() - step
+    print(f'      {len(localized)} frames localized, result bag {out / "result_bag"} '
+          f'({stages.seconds["localize"]:.1f} s)', flush=True)
 
     step = time.perf_counter()
-    config = LocalizerConfig(rerank_top_n=settings.rerank_top_n,
-                             retrieval_top_k=settings.retrieval_top_k)
-    localizer = Localizer(model, MapDatabase.open(report.path), config)
-    result_bag = out / 'result_bag'
-    replay_note = _replay(localizer, query_bag, result_bag)
-    png, page = write_matches(localizer, queries, out / 'matches')
-    print(f'[4/4] {replay_note}; match images {png} and {page} '
-          f'({time.perf_counter() - step:.1f} s)')
-    summary = {'out': str(out), 'map': str(report.path), 'bags': [str(map_bag), str(query_bag)],
-               'eval_json': str(out / 'eval.json'), 'plots': [str(p) for p in plots],
-               'matches_png': str(png), 'matches_html': str(page),
-               'result_bag': str(result_bag) if result_bag.exists() else None,
-               'backbone': model.name, 'weights': evaluation.weights_kind(model),
-               'seconds': round(time.perf_counter() - started, 1)}
-    (out / 'demo_summary.json').write_text(json.dumps(summary, indent=2) + '\n',
-                                           encoding='utf-8')
-    print(f'done in {summary["seconds"]} s; everything is in {out}/')
+    print('[4/4] measuring and drawing ...', flush=True)
+    summary, files = _measure_and_report(localizer, localized, keep, out, intro, stages, step)
+    print(console_table(summary))
+    print(stages.line())
+    for what, where in files:
+        print(f'{what}: {where}')
+    seconds = round(time.perf_counter() - started, 1)
+    (out / 'demo_summary.json').write_text(json.dumps({
+        'out': str(out), 'map': str(report.path), 'bags': [str(map_bag), str(query_bag)],
+        'eval_json': str(out / 'eval.json'), 'report_html': str(out / 'report.html'),
+        'result_bag': str(out / 'result_bag'), 'backbone': model.name,
+        'weights': evaluation.weights_kind(model), 'stage_seconds': stages.seconds,
+        'seconds': seconds}, indent=2) + '\n', encoding='utf-8')
+    print(f'done in {seconds} s; open {out / "report.html"} in a browser')
     if evaluation.weights_kind(model) == 'random':
         print('reminder: weights are random: numbers mean nothing.')
     return 0
 
 
-def _replay(localizer: Any, query_bag: Path, result_bag: Path) -> str:
-    try:
-        from r2former_ros.cli.localize_bag import replay_bag  # noqa: PLC0415
-    except ImportError as err:
-        return f'result bag skipped (localize-bag is not available: {err})'
-    if result_bag.exists():
-        shutil.rmtree(result_bag)
-    summary = replay_bag(localizer, [query_bag], IMAGE_TOPIC, result_bag,
-                         csv_path=result_bag.with_suffix('.csv'), progress=False)
-    counts = {k: v for k, v in (summary or {}).items() if isinstance(v, (int, float))}
-    shown = ', '.join(f'{k} {v:g}' for k, v in list(counts.items())[:4])
-    return f'wrote result bag {result_bag}' + (f' ({shown})' if shown else '')
+def _calibration_words(map_path: Path) -> str:
+    from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
 
+    block = MapDatabase.open(map_path).manifest.get('calibration') or {}
+    info = block.get('info') or {}
+    if block.get('weights') and not info.get('reason'):
+        ece = info.get('ece_calibrated_cv', info.get('ece_calibrated'))
+        return 'calibrated on the map' + (f' (cross-validated ECE {ece:.3f})'
+                                          if isinstance(ece, (int, float)) else '')
+    return f'not calibrated ({info.get("reason") or "no calibration stored"})'
+
+
+def _localize_once(model: Any, map_path: Path, query_bag: Path, num_queries: int, out: Path,
+                   args: argparse.Namespace) -> tuple[Any, list[Any], dict[int, Any]]:
+    """
+    Replay the query bag through the localizer once; keep what measuring and drawing need.
+
+    Returns the localizer, one LocalizedQuery per frame (truth from the query bag's GPS in the
+    map's ENU frame, whose origin is the map bag's first fix) and each frame's (rgb, locals).
+    """
+    from r2former_ros.cli.localize_bag import replay_bag  # noqa: PLC0415
+    from r2former_ros.core.evaluation.replay_metrics import LocalizedQuery  # noqa: PLC0415
+    from r2former_ros.core.geo.geotag import geotag_images  # noqa: PLC0415
+    from r2former_ros.core.io.bags import read_navsat  # noqa: PLC0415
+    from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig  # noqa: PLC0415
+    from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
+
+    database = MapDatabase.open(map_path)
+    top = max(100, args.rerank_top)
+    # Every retrieved candidate stays in the result: the global-only ranking is measured too.
+    config = LocalizerConfig(retrieval_top_k=top, result_top_k=top,
+                             rerank_top_n=args.rerank_top if model.has_reranker else 0)
+    localizer = Localizer(model, database, config)
+    records: list[tuple[Any, Any, float]] = []
+    keep: dict[int, Any] = {}
+    with _bar(num_queries, 'localizing') as bar:
+        def collect(record: Any, result: Any, query_local: Any, decode_ms: float) -> None:
+            keep[len(records)] = (record.rgb, query_local)
+            records.append((record, result, decode_ms))
+            bar.update(1)
+
+        result_bag = out / 'result_bag'
+        if result_bag.exists():
+            shutil.rmtree(result_bag)
+        replay_bag(localizer, [query_bag], IMAGE_TOPIC, result_bag,
+                   csv_path=out / 'result_bag.csv', progress=False, on_result=collect)
+    origin = database.manifest['origin']
+    fixes = read_navsat([query_bag], GPS_TOPIC)
+    stamps = np.array([record.stamp_ns for record, _, _ in records], dtype=np.int64)
+    tags = geotag_images(stamps, fixes, origin=(float(origin['lat']), float(origin['lon']),
+                                                float(origin['alt'])))
+    east = dict(zip(tags.image_index.tolist(), tags.east.tolist(), strict=True))
+    north = dict(zip(tags.image_index.tolist(), tags.north.tolist(), strict=True))
+    localized = [LocalizedQuery(f'query frame {i}', record.stamp_ns, result, east[i], north[i],
+                                decode_ms)
+                 for i, (record, result, decode_ms) in enumerate(records) if i in east]
+    return localizer, localized, keep
+
+
+def _measure_and_report(localizer: Any, localized: list[Any], keep: dict[int, Any], out: Path,
+                        intro: list[str], stages: Any, step: float
+                        ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Metrics (with the sequence filter when it exists), plots, pictures and the HTML page."""
+    from r2former_ros.cli import demo_report  # noqa: PLC0415
+    from r2former_ros.core import evaluation  # noqa: PLC0415
+    from r2former_ros.core.drawing.trajectory_plot import plot_trajectory  # noqa: PLC0415
+    from r2former_ros.core.evaluation import replay_metrics  # noqa: PLC0415
+
+    filtered = _filter_track(localizer, localized)
+    result = replay_metrics.evaluate_localized(localizer, localized, filtered,
+                                               {'name': 'demo corridor'})
+    summary = result.summary
+    plot_dir = out / 'plots'
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plots = {'recall': evaluation.plot_recall(result, plot_dir / 'recall_at_n.png'),
+             'reliability': evaluation.plot_reliability(result, plot_dir / 'reliability.png')}
+    positions = localizer.database.places
+    per_query = summary['per_query']
+    truth = np.column_stack([per_query['true_east'], per_query['true_north']])
+    best = np.array([[positions['east'][i], positions['north'][i]] if i >= 0 else
+                     [np.nan, np.nan] for i in per_query['best_place']], dtype=np.float64)
+    right = np.asarray(result.top1_correct, dtype=bool)
+    published = result.confidence >= localizer.config.confidence_threshold
+    filtered_en = None
+    if filtered is not None:
+        filtered_en = np.array([[positions['east'][i], positions['north'][i]]
+                                for i in filtered.place_ids], dtype=np.float64)
+    plots['trajectory'] = plot_trajectory(
+        plot_dir / 'trajectory.png', truth, best, right, published,
+        localizer.config.threshold_m, filtered_en,
+        f'{summary["backbone"]}: best place per query frame vs the query GPS')
+    result.to_json(out / 'eval.json')
+    pictures = _pictures(localizer, localized, keep, right, out / 'matches')
+    files = [('report', str(out / 'report.html')), ('map', str(out / 'map')),
+             ('result bag', f'{out / "result_bag"} (+ {out / "result_bag.csv"})'),
+             ('metrics', str(out / 'eval.json')), ('plots', str(plot_dir)),
+             ('match pictures', str(out / 'matches'))]
+    stages.seconds['report'] = time.perf_counter() - step
+    page = demo_report.write_report(out / 'report.html', f'r2former demo: {summary["backbone"]}',
+                                    [*intro, stages.line()], summary, plots, pictures, files)
+    summary['report_figures'] = page.figures
+    return summary, files
+
+
+def _filter_track(localizer: Any, localized: list[Any]) -> Any:
+    """Run the sequence filter over the same rankings, when this version has one."""
+    from r2former_ros.core.evaluation import replay_metrics  # noqa: PLC0415
+    from r2former_ros.core.localize.localizer import Localizer  # noqa: PLC0415
+
+    if not hasattr(localizer.config, 'filter'):
+        return None
+    # The filter's own calibration may be missing: it then reports the raw posterior, which the
+    # table says; the localizer's warning about it would only repeat that.
+    with _quiet('r2former_ros.core.localize.localizer'):
+        filtering = Localizer(localizer.model, localizer.database,
+                              replace(localizer.config, filter='hmm'))
+    return replay_metrics.run_filter(filtering, localized)
+
+
+def _pictures(localizer: Any, localized: list[Any], keep: dict[int, Any], right: Any,
+              folder: Path) -> list[tuple[Any, str]]:
+    """Labelled match pictures of a few frames (PNG files and report figures)."""
+    import cv2  # noqa: PLC0415
+
+    from r2former_ros.cli.demo_report import pick_pictures  # noqa: PLC0415
+    from r2former_ros.core.drawing.labelled_match import (  # noqa: PLC0415
+        MatchLabel,
+        labelled_match_image,
+        visible_pairs,
+    )
+    from r2former_ros.core.drawing.match_image import R2FORMER_DESCRIPTOR_OFFSET  # noqa: PLC0415
+    from r2former_ros.core.localize.localizer import strongest_token_pairs  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    database = localizer.database
+    input_hw = localizer.model.input_hw
+    patch = int(localizer.model.identity().get('patch_size', 16))
+    # R2Former reads a token's descriptor two positions early (see core/drawing/match_image.py).
+    offset = R2FORMER_DESCRIPTOR_OFFSET if localizer.model.name == 'r2former' else 0
+    pictures = []
+    for i in pick_pictures(right):
+        query = localized[i]
+        best = query.result.candidates[0] if query.result.candidates else None
+        if best is None or i not in keep:
+            continue
+        rgb, query_local = keep[i]
+        map_local = database.local_features([best.place_id])[0]
+        thumb = database.thumbnail(best.place_id)
+        # Rank more pairs than drawn: those on black borders are dropped next.
+        pairs = strongest_token_pairs(query_local, map_local, 4 * PICTURE_LINES)
+        pairs = visible_pairs(pairs, rgb, thumb, query_local[:, :2], map_local[:, :2], input_hw,
+                              patch, PICTURE_LINES, descriptor_offset=offset)
+        distance = float(np.hypot(best.position.east - query.east,
+                                  best.position.north - query.north))
+        label = MatchLabel(query.name, best.place_id, query.result.confidence,
+                           query.result.matched, distance, localizer.config.threshold_m)
+        picture = labelled_match_image(rgb, thumb, query_local[:, :2], map_local[:, :2], pairs,
+                                       input_hw, label, descriptor_offset=offset,
+                                       patch_size=patch)
+        cv2.imwrite(str(folder / f'match_{i:03d}.png'), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        verdict = 'right' if label.correct else 'wrong'
+        pictures.append((picture, f'{query.name}: map place {best.place_id}, {distance:.1f} m '
+                                  f'from the truth ({verdict}), confidence '
+                                  f'{query.result.confidence:.2f}'))
+    return pictures
 
 if __name__ == '__main__':
     from r2former_ros.cli.main import main
