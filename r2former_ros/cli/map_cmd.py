@@ -40,6 +40,27 @@ def _source_line(source: dict[str, Any]) -> str:
                                                           if counters else '')
 
 
+def _calibration_line(info: dict[str, Any]) -> str:
+    """'yes: ECE ... (how, for which settings)' or 'no: why'."""
+    summary = info.get('calibration') or {}
+    if not info['calibrated']:
+        return f'no: {summary.get("reason") or "no calibration stored"}'
+    parts = []
+    if isinstance(summary.get('ece'), (int, float)):
+        parts.append(f'{summary.get("ece_kind", "")} ECE {summary["ece"]:.3f}'.strip())
+    if isinstance(summary.get('ece_filtered'), (int, float)):
+        parts.append(f'filtered ECE {summary["ece_filtered"]:.3f}')
+    settings = summary.get('settings') or {}
+    fitted = ', '.join(str(settings[key]) for key in ('backbone', 'ranking') if key in settings)
+    if 'threshold_m' in settings:
+        fitted += f', {settings["threshold_m"]:g} m'
+    if settings.get('filters'):
+        fitted += f', filters {"/".join(settings["filters"])}'
+    where = f'fitted on {summary["source"]}' if summary.get('source') else 'fitted'
+    return 'yes' + (f': {", ".join(parts)}' if parts else '') + \
+        f' ({where}{"; " + fitted if fitted else ""})'
+
+
 def format_info(info: dict[str, Any]) -> str:
     """Human-readable form of :func:`map_info`."""
     origin = info.get('origin') or {}
@@ -57,7 +78,7 @@ def format_info(info: dict[str, Any]) -> str:
         ('origin', ', '.join(f'{key} {origin[key]}' for key in ('lat', 'lon', 'alt')
                              if key in origin) or 'none'),
         ('thumbnails', 'yes' if info['has_thumbnails'] else 'no'),
-        ('calibrated', 'yes' if info['calibrated'] else 'no'),
+        ('calibrated', _calibration_line(info)),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f'{name:<{width}}  {value}' for name, value in rows]

@@ -43,7 +43,7 @@ def map_info(path: str | Path) -> dict[str, Any]:
     Returns:
         num_places, bytes_per_place, checkpoint_sha256, format_version, backbone, input_hw,
         num_local, global_dim, local_dim, local_format, index_type, origin, sources, created,
-        tool_version, has_thumbnails, calibrated.
+        tool_version, has_thumbnails, calibrated, calibration (see :func:`calibration_summary`).
     """
     root = Path(path)
     manifest = read_manifest(root)
@@ -71,4 +71,30 @@ def map_info(path: str | Path) -> dict[str, Any]:
         'has_thumbnails': bool(manifest.get('thumbnails')),
         # A calibration block without weights records why fitting was skipped: not calibrated.
         'calibrated': bool((manifest.get('calibration') or {}).get('weights')),
+        'calibration': calibration_summary(manifest.get('calibration')),
     }
+
+
+def calibration_summary(block: dict[str, Any] | None) -> dict[str, Any]:
+    """
+    Say whether a manifest's calibration block holds, why not, and how good it is.
+
+    Returns:
+        reason (None when calibrated, else why not), ece (cross-validated single-frame ECE when
+        recorded, else the in-sample one), ece_kind (which of the two), ece_filtered (the
+        sequence filter's, or None), source ('map self-queries', 'drive', ...) and settings
+        (what it was fitted under).
+    """
+    block = block or {}
+    info = block.get('info') or {}
+    ece_cv = block.get('ece_cv') or {}
+    reason = None
+    if not block.get('weights'):
+        reason = info.get('reason') or 'never calibrated (run `r2former calibrate`)'
+    cross_validated = ece_cv.get('single', info.get('ece_calibrated_cv'))
+    ece = cross_validated if cross_validated is not None else info.get('ece_calibrated')
+    return {'reason': reason, 'ece': ece,
+            'ece_kind': 'cross-validated' if cross_validated is not None else 'in-sample',
+            'ece_filtered': ece_cv.get('filtered'),
+            'source': (block.get('source') or {}).get('kind') or info.get('method'),
+            'settings': block.get('settings')}
