@@ -115,3 +115,20 @@ def test_eval_prints_without_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert 'R@1' in out and 'wrote' not in out
     assert not list(tmp_path.glob('*.json'))
+
+
+@pytest.mark.parametrize(('layout', 'expected', 'absent'), [
+    ('vprbench', 'a reference listed for the query in ground_truth_new.npy', '25 m'),
+    ('vg', 'true match within 25 m', 'ground_truth_new'),
+])
+def test_table_names_the_ground_truth(layout, expected, absent):
+    from r2former_ros.core.evaluation import format_table
+
+    recall = {str(n): 0.5 for n in RECALL_NS}
+    summary = {'banner': 'b', 'num_queries': 4, 'num_map_places': 4, 'threshold_m': 25.0,
+               'layout': layout, 'recall_global': recall, 'recall_reranked': recall,
+               'reranked': True, 'latency_ms': {}, 'ece': 0.1, 'ece_uncalibrated': 0.2,
+               'confidence': {'calibration': 'none', 'average_precision': None,
+                              'threshold': 0.5, 'accepted_fraction': 0.5}}
+    second = format_table(summary).splitlines()[1]
+    assert expected in second and absent not in second
