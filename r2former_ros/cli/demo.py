@@ -135,10 +135,8 @@ def _fetch_dinov2(lines: list[str]) -> bool:
 
 
 def _dinov2_cached() -> bool:
-    try:
-        from r2former_ros.core.places.dinov2 import dinov2_available  # noqa: PLC0415
-    except ImportError:
-        return False
+    from r2former_ros.core.places.dinov2 import dinov2_available  # noqa: PLC0415
+
     return dinov2_available()
 
 
@@ -163,8 +161,7 @@ def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0
     from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: PLC0415
     from rosbags.typesys import Stores, get_typestore  # noqa: PLC0415
 
-    from r2former_ros.core.io.images import rgb_to_raw_image  # noqa: PLC0415
-    from r2former_ros.core.io.vprbench import read_rgb  # noqa: PLC0415
+    from r2former_ros.core.io.images import read_image_file, rgb_to_raw_image  # noqa: PLC0415
 
     ts = get_typestore(Stores.ROS2_JAZZY)
     types = ts.types
@@ -176,7 +173,7 @@ def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0
 
     messages = []
     for i, file in enumerate(image_files):
-        raw = rgb_to_raw_image(read_rgb(file), 'rgb8')
+        raw = rgb_to_raw_image(read_image_file(file), 'rgb8')
         stamp = START_NS + i * FRAME_NS
         msg = types['sensor_msgs/msg/Image'](
             header=header(stamp, 'camera'), height=raw.height, width=raw.width,

@@ -21,7 +21,6 @@ from r2former_ros.core.evaluation.datasets import (
     load_dataset,
     load_vg_dataset,
     load_vprbench_dataset,
-    parse_vg_name,
     write_dataset_map,
 )
 from r2former_ros.core.evaluation.loop import (
@@ -75,7 +74,6 @@ __all__ = [
     'load_vg_dataset',
     'load_vprbench_dataset',
     'model_banner',
-    'parse_vg_name',
     'plot_precision_recall',
     'plot_recall',
     'plot_reliability',

@@ -20,8 +20,9 @@ from numpy.typing import NDArray
 
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.geo.coords import utm_to_wgs84
-from r2former_ros.core.io.folders import image_files
-from r2former_ros.core.io.vprbench import load_vprbench, read_rgb
+from r2former_ros.core.io.folders import VgName, image_files, parse_vg_name
+from r2former_ros.core.io.images import read_image_file
+from r2former_ros.core.io.vprbench import load_vprbench
 from r2former_ros.core.mapdb import MapWriter, PlaceRecord
 from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.types import PlacePosition
@@ -43,27 +44,6 @@ class EvalQuery:
     positives: NDArray[np.int64] | None = None  # index ground truth (VPR-Bench)
 
 
-def parse_vg_name(name: str) -> tuple[float, float, int | None, bool | None]:
-    """
-    UTM east, north, zone and hemisphere from a VG-benchmark file name.
-
-    The layout is ``@utm_east@utm_north@zone_number@zone_letter@lat@lon@...`` (fields after
-    north may be empty). Returns (east, north, zone or None, northern or None).
-    """
-    parts = Path(name).name.split('@')
-    try:
-        east, north = float(parts[1]), float(parts[2])
-    except (IndexError, ValueError):
-        raise ConfigError(f'{name}: not a VG-benchmark file name (@utm_east@utm_north@...)') \
-            from None
-    zone = northern = None
-    if len(parts) > 4 and parts[3].strip().isdigit():
-        zone = int(parts[3])
-        letter = parts[4].strip().upper()
-        northern = letter >= 'N' if letter else None
-    return east, north, zone, northern
-
-
 def _vg_folders(root: Path) -> tuple[Path, Path]:
     for base in (root, root / 'images' / 'test'):
         if (base / 'database').is_dir() and (base / 'queries').is_dir():
@@ -72,13 +52,15 @@ def _vg_folders(root: Path) -> tuple[Path, Path]:
                       '(or images/test/database and images/test/queries)')
 
 
-def _utm_position(east: float, north: float, zone: int | None, northern: bool | None,
-                  origin_e: float, origin_n: float) -> PlacePosition:
+def _utm_position(vg: VgName, origin_e: float, origin_n: float) -> PlacePosition:
+    # Evaluation measures 2-D UTM distances, as the benchmarks do; lat/lon (NaN without a zone)
+    # only describe the place.
     lat = lon = math.nan
-    if zone is not None and northern is not None:
-        lat, lon = (float(v) for v in utm_to_wgs84(zone, northern, east, north))
-    return PlacePosition(lat, lon, 0.0, east - origin_e, north - origin_n, 0.0, zone or 0,
-                         bool(northern), east, north)
+    if vg.utm_zone is not None and vg.northern is not None:
+        lat, lon = (float(v) for v in utm_to_wgs84(vg.utm_zone, vg.northern, vg.utm_east,
+                                                   vg.utm_north))
+    return PlacePosition(lat, lon, 0.0, vg.utm_east - origin_e, vg.utm_north - origin_n, 0.0,
+                         vg.utm_zone or 0, bool(vg.northern), vg.utm_east, vg.utm_north)
 
 
 @dataclass
@@ -100,13 +82,13 @@ def load_vg_dataset(root: str | Path) -> DatasetSpec:
     db_dir, q_dir = _vg_folders(root)
     db_files, q_files = image_files(db_dir), image_files(q_dir)
     parsed = [parse_vg_name(p.name) for p in db_files]
-    origin_e, origin_n = parsed[0][0], parsed[0][1]
-    positions = [_utm_position(e, n, z, h, origin_e, origin_n) for e, n, z, h in parsed]
+    origin_e, origin_n = parsed[0].utm_east, parsed[0].utm_north
+    positions = [_utm_position(vg, origin_e, origin_n) for vg in parsed]
     queries = []
     for path in q_files:
-        east, north, _, _ = parse_vg_name(path.name)
-        queries.append(EvalQuery(path.name, lambda p=path: read_rgb(p), east - origin_e,
-                                 north - origin_n))
+        vg = parse_vg_name(path.name)
+        queries.append(EvalQuery(path.name, lambda p=path: read_image_file(p),
+                                 vg.utm_east - origin_e, vg.utm_north - origin_n))
     first = positions[0]
     return DatasetSpec(root.name, 'vg', db_files, positions,
                        (first.latitude, first.longitude, 0.0), queries,
@@ -131,7 +113,7 @@ def load_vprbench_dataset(root: str | Path, threshold_m: float = 25.0) -> Datase
     for i, path in enumerate(data.query_files):
         pos = data.positives[i]
         east = float(pos.mean()) * spacing if pos.size else None
-        queries.append(EvalQuery(path.name, lambda p=path: read_rgb(p), east,
+        queries.append(EvalQuery(path.name, lambda p=path: read_image_file(p), east,
                                  0.0 if east is not None else None, pos))
     return DatasetSpec(data.name, 'vprbench', list(data.ref_files), positions, (0.0, 0.0, 0.0),
                        queries, [f'recall from ground_truth_new.npy; positions synthetic '
@@ -156,7 +138,7 @@ def write_dataset_map(spec: DatasetSpec, model: PlaceModel, map_dir: str | Path,
                    overwrite=True) as writer:
         for start in range(0, len(spec.map_files), ENCODE_BATCH):
             files = spec.map_files[start:start + ENCODE_BATCH]
-            images = [read_rgb(p) for p in files]
+            images = [read_image_file(p) for p in files]
             records = [PlaceRecord(stamp_ns=0, position=spec.map_positions[start + i],
                                    msg_index=start + i) for i in range(len(files))]
             writer.add(model.encode_rgb(images), records, images)

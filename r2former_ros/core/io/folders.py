@@ -26,11 +26,7 @@ import math
 import os
 from pathlib import Path
 
-import cv2
-import numpy as np
-from numpy.typing import NDArray
-
-from r2former_ros.core.errors import ConfigError, ImageError
+from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.geo.coords import utm_to_wgs84
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
@@ -78,43 +74,84 @@ def _number(text: str, what: str, where: str) -> float:
     return value
 
 
-def parse_vg_name(name: str) -> tuple[float, float]:
+@dataclass(frozen=True)
+class VgName:
     """
-    Latitude and longitude of a file named in the VPR benchmark layout.
+    The position fields of a file name in the VG-benchmark layout (see the module docstring).
+
+    Attributes:
+        name: the file name parsed.
+        utm_east, utm_north: UTM easting and northing in metres (always present).
+        utm_zone: UTM zone number, None when the name leaves it empty.
+        northern: hemisphere from the zone letter (``N``..``X`` north, ``C``..``M`` south),
+            None without a zone.
+        lat, lon: the name's own WGS84 fields in degrees, None when empty.
+    """
+
+    name: str
+    utm_east: float
+    utm_north: float
+    utm_zone: int | None
+    northern: bool | None
+    lat: float | None
+    lon: float | None
+
+    def latlon(self) -> tuple[float, float]:
+        """
+        Return the WGS84 position: the name's lat/lon fields, else converted from UTM.
+
+        The name's own fields come first because UTM was computed from them.
+
+        Raises:
+            ConfigError: the name has neither lat/lon nor a UTM zone.
+        """
+        if self.lat is not None and self.lon is not None:
+            return self.lat, self.lon
+        if self.utm_zone is None or self.northern is None:
+            raise ConfigError(f'{self.name}: neither lat/lon nor a UTM zone in the file name')
+        lat, lon = utm_to_wgs84(self.utm_zone, self.northern, self.utm_east, self.utm_north)
+        return float(lat), float(lon)
+
+
+def parse_vg_name(name: str) -> VgName:
+    """
+    Parse a file name in the VG-benchmark layout, ``@east@north@zone@letter@lat@lon@...``.
+
+    The one parser of these names: map building uses :meth:`VgName.latlon`, evaluation the UTM
+    fields (distances in the benchmarks are 2-D in UTM). UTM east and north are required; the
+    zone (number and letter together) and lat/lon (both) may be empty.
 
     Args:
-        name: File name (a path works too; only the name is used).
-
-    Returns:
-        (lat, lon) in degrees.
+        name: a file name (a path works too; only the name is used).
 
     Raises:
-        ConfigError: If the name does not follow the layout.
-
+        ConfigError: the name does not follow the layout, or a field is not a valid number,
+            zone or letter (the name and the field are named).
     """
     base = Path(name).name
     fields = base.split('@')
     if len(fields) < 5 or fields[0] != '':
-        raise ConfigError(
-            f'{base}: not a VPR benchmark file name (@UTM_east@UTM_north@zone@letter@lat@lon@...)'
-        )
+        raise ConfigError(f'{base}: not a VG-benchmark file name (VPR benchmark layout '
+                          '@UTM_east@UTM_north@zone@letter@lat@lon@...)')
+    east = _number(fields[1], 'UTM easting', base)
+    north = _number(fields[2], 'UTM northing', base)
+    zone_text, letter = fields[3].strip(), fields[4].strip().upper()
+    zone = northern = None
+    if zone_text or letter:
+        try:
+            zone = int(zone_text)
+        except ValueError:
+            raise ConfigError(f'{base}: UTM zone {fields[3]!r} is not an integer') from None
+        if len(letter) != 1 or letter not in _NORTHERN_LETTERS + _SOUTHERN_LETTERS:
+            raise ConfigError(f'{base}: UTM zone letter {fields[4]!r} is not one of C..X')
+        northern = letter in _NORTHERN_LETTERS
+    lat = lon = None
     if len(fields) > 6 and fields[5].strip() and fields[6].strip():
         lat = _number(fields[5], 'latitude', base)
         lon = _number(fields[6], 'longitude', base)
         if abs(lat) > 90.0:
             raise ConfigError(f'{base}: latitude {lat} is outside [-90, 90]')
-        return lat, lon
-    easting = _number(fields[1], 'UTM easting', base)
-    northing = _number(fields[2], 'UTM northing', base)
-    try:
-        zone = int(fields[3])
-    except ValueError:
-        raise ConfigError(f'{base}: UTM zone {fields[3]!r} is not an integer') from None
-    letter = fields[4].strip().upper()
-    if letter not in _NORTHERN_LETTERS + _SOUTHERN_LETTERS or len(letter) != 1:
-        raise ConfigError(f'{base}: UTM zone letter {fields[4]!r} is not one of C..X')
-    lat, lon = utm_to_wgs84(zone, letter in _NORTHERN_LETTERS, easting, northing)
-    return float(lat), float(lon)
+    return VgName(base, east, north, zone, northern, lat, lon)
 
 
 def read_vg_folder(folder: str | os.PathLike[str]) -> list[FolderImage]:
@@ -133,7 +170,7 @@ def read_vg_folder(folder: str | os.PathLike[str]) -> list[FolderImage]:
     """
     result = []
     for path in image_files(Path(folder)):
-        lat, lon = parse_vg_name(path.name)
+        lat, lon = parse_vg_name(path.name).latlon()
         result.append(FolderImage(path, lat, lon))
     return result
 
@@ -207,18 +244,3 @@ def read_csv_folder(
     if not result:
         raise ConfigError(f'{table}: no rows')
     return result
-
-
-def read_image_file(path: str | os.PathLike[str]) -> NDArray[np.uint8]:
-    """
-    Read an image file as RGB uint8 (grey and alpha images are converted).
-
-    Raises:
-        ImageError: If the file cannot be read or decoded (named).
-
-    """
-    data = np.fromfile(path, dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise ImageError(f'image file {path} cannot be decoded (corrupt or unsupported format)')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -19,6 +19,7 @@ Conventions:
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from typing import Any
 
 import cv2
@@ -295,6 +296,30 @@ def compressed_image_to_rgb(data: Any, format: str = '') -> np.ndarray:  # noqa:
         raise ImageError(f'cannot decode {label!r} image of {buffer.size} bytes')
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
+
+
+def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
+    """
+    Read an image file (JPEG, PNG, ...) as a (H, W, 3) uint8 RGB array; grey and alpha converted.
+
+    The one reader for image files (map folders, datasets, the demo's images). The bytes are
+    read by numpy and decoded from memory, so paths OpenCV's own file reader cannot open
+    (non-ASCII names on Windows) work too.
+
+    Raises:
+        ImageError: the file cannot be read or decoded, naming the file.
+    """
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise ImageError(f'image file {path} cannot be read ({err.strerror or err})') from err
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error:
+        bgr = None
+    if bgr is None:
+        raise ImageError(f'image file {path} cannot be decoded (corrupt or unsupported format)')
+    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 def _check_rgb(rgb: np.ndarray) -> None:
     """

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from r2former_ros.core.errors import ConfigError, ImageError
+from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.io.folders import image_files
+from r2former_ros.core.io.images import read_image_file
 
 GROUND_TRUTH_FILE = 'ground_truth_new.npy'
 
@@ -106,16 +107,6 @@ def _list_images(folder: Path) -> list[Path]:
     return image_files(folder)
 
 
-def read_rgb(path: str | os.PathLike[str]) -> NDArray[np.uint8]:
-    """Read an image file as HxWx3 uint8 RGB."""
-    import cv2
-
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageError(f'cannot decode image {path}')
-    return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
 @dataclass(frozen=True)
 class VprBenchDataset:
     """A dataset in the VPR-Bench layout: reference and query images plus ground truth."""
@@ -142,7 +133,7 @@ class VprBenchDataset:
         if which not in ('ref', 'query'):
             raise ConfigError(f"which must be 'ref' or 'query', got {which!r}")
         for path in self.ref_files if which == 'ref' else self.query_files:
-            yield read_rgb(path)
+            yield read_image_file(path)
 
 
 def load_vprbench(root: str | os.PathLike[str]) -> VprBenchDataset:

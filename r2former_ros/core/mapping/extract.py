@@ -22,7 +22,7 @@ import torch
 
 from r2former_ros.core.errors import ImageError
 from r2former_ros.core.io import bags
-from r2former_ros.core.io import folders as image_sources
+from r2former_ros.core.io.images import read_image_file
 from r2former_ros.core.mapdb import (
     DEFAULT_THUMBNAIL_WIDTH,
     MapWriter,
@@ -111,7 +111,7 @@ def _folder_pairs(plan: Plan, skips: list[str]) -> Iterator[tuple[PlaceKey, NDAr
     """Read the planned images of a folder."""
     for key, planned in plan.places.items():
         try:
-            yield key, image_sources.read_image_file(planned.path or '')
+            yield key, read_image_file(planned.path or '')
         except ImageError as err:
             LOG.warning('skipping undecodable image: %s', err)
             skips.append(str(err))

@@ -5,23 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from r2former_ros.core.features import patch_centre_xy
 from r2former_ros.core.model.config import R2FormerConfig
 
 
 def patch_xy(token_index: torch.Tensor,
              config: R2FormerConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    Patch-centre coordinates of raster patch indices, divided by max(H, W) like the reference.
+    Return the patch-centre x, y of raster patch indices, divided by max(H, W) like the reference.
 
-    Dividing both axes by the longer side (not by W and H separately) keeps the aspect ratio, so y
-    stays below 1 (at most 472/640 for 480x640).
+    The formula lives in :func:`r2former_ros.core.features.patch_centre_xy`, shared with the map,
+    which recomputes these columns from stored token indices instead of storing them.
     """
-    _, cols = config.grid_hw
-    scale = float(max(config.input_hw))
-    half = config.patch_size / 2.0
-    x = ((token_index % cols) * config.patch_size + half) / scale
-    y = (torch.div(token_index, cols, rounding_mode='floor') * config.patch_size + half) / scale
-    return x, y
+    return patch_centre_xy(token_index, config.input_hw, config.patch_size)
 
 
 def select_local_tokens(last_block_input: torch.Tensor, selection_score: torch.Tensor,

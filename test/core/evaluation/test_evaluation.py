@@ -6,13 +6,11 @@ from model_factory import TINY_CONFIG, small_place_model
 import numpy as np
 import pytest
 
-from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.evaluation import (
     EvalSettings,
     average_precision,
     evaluate_dataset,
     format_table,
-    parse_vg_name,
     precision_recall_curve,
     recall_at_n,
     roc_auc,
@@ -47,17 +45,6 @@ def test_confidence_ranking_metrics():
     assert roc_auc(np.array([0.5, 0.5]), np.array([True, False])) == pytest.approx(0.5)
     assert roc_auc(scores, np.ones(4, dtype=bool)) is None
     assert average_precision(scores, np.zeros(4, dtype=bool)) is None
-
-
-def test_vg_file_names():
-    name = '@0584290.77@4477362.14@17@T@040.44441@-079.99584@abc@@@@@@pitch1_yaw1@.jpg'
-    east, north, zone, northern = parse_vg_name(name)
-    assert (east, north, zone, northern) == (584290.77, 4477362.14, 17, True)
-    east, north, zone, northern = parse_vg_name('@100.5@-20@@@.png')
-    assert (east, north, zone, northern) == (100.5, -20.0, None, None)
-    assert parse_vg_name('@1@2@33@C@x.jpg')[3] is False  # southern latitude bands C..M
-    with pytest.raises(ConfigError, match='not a VG-benchmark file name'):
-        parse_vg_name('0000001.jpg')
 
 
 @pytest.mark.skipif(not (CORRIDOR / 'ground_truth_new.npy').is_file(),
