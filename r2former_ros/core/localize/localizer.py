@@ -29,6 +29,7 @@ from r2former_ros.core.localize.sequence_filter import (
     SequenceFilter,
 )
 from r2former_ros.core.mapdb import MapDatabase
+from r2former_ros.core.mapdb.torch_index import follow_model_device
 from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.types import Candidate, LocalizationResult
 
@@ -128,6 +129,8 @@ class Localizer:
         self.database = database
         self.config = (config or LocalizerConfig()).validate()
         check_map_matches_model(database, model)
+        # Exact top-k on the GPU (one matmul over fp16 descriptors) beats any CPU index.
+        follow_model_device(database, model.device)
         if self.config.rerank_top_n and not model.has_reranker:
             raise ConfigError('the model has no trained reranker (global-only checkpoint); '
                               'set rerank_top_n to 0')

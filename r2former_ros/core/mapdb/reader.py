@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -38,6 +38,11 @@ from r2former_ros.core.mapdb.schema import (
 )
 from r2former_ros.core.mapdb.thumbnails import check_thumbnails, read_thumbnail, thumbnail_name
 from r2former_ros.core.types import PlacePosition
+
+if TYPE_CHECKING:
+    import torch
+
+    from r2former_ros.core.mapdb.torch_index import TorchExactIndex
 
 
 def load_arrays(
@@ -103,6 +108,7 @@ class MapDatabase:
         self._arrays = arrays
         self._index = index
         self._model = manifest['model']
+        self._device_index: TorchExactIndex | None = None
 
     @classmethod
     def open(
@@ -251,7 +257,34 @@ class MapDatabase:
         if q.shape[-1:] != (self._model['global_dim'],):
             raise MapError(f'{self.path}: query global descriptor has shape {q.shape}, the map '
                            f'stores global_dim {self._model["global_dim"]}')
+        if self._device_index is not None:
+            return self._device_index.search(q, k)
         return retrieval.search(self._index, q, k)
+
+    def use_device(self, device: str | torch.device | None, precision: str = 'fp16') -> None:
+        """
+        Search exactly on a torch device from now on, or (``None``) with faiss again.
+
+        On a GPU the global descriptors are copied there once and every search is one matmul
+        plus top-k over all places: exact, whatever approximate index the map stores
+        (:mod:`r2former_ros.core.mapdb.torch_index`). The localizer calls this when its model
+        runs on CUDA.
+        """
+        if device is None:
+            self._device_index = None
+            return
+        # torch is imported only by maps that search with it.
+        from r2former_ros.core.mapdb.torch_index import TorchExactIndex
+
+        self._device_index = TorchExactIndex(self.global_desc, device, precision)
+
+    @property
+    def retrieval_backend(self) -> str:
+        """What answers :meth:`search`: ``'faiss <type>'`` or ``'torch exact <device> <fp>'``."""
+        if self._device_index is not None:
+            return (f'torch exact {self._device_index.device} '
+                    f'{self._device_index.precision}')
+        return f'faiss {self.index_type}'
 
     def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """Change IVF nprobe / HNSW efSearch of the loaded index."""
