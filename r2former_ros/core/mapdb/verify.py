@@ -42,8 +42,9 @@ def map_info(path: str | Path) -> dict[str, Any]:
 
     Returns:
         num_places, bytes_per_place, checkpoint_sha256, format_version, backbone, input_hw,
-        num_local, global_dim, local_dim, local_format, index_type, origin, sources, created,
-        tool_version, has_thumbnails, calibrated, calibration (see :func:`calibration_summary`).
+        num_local, global_dim, local_dim, local_format, index_type, index_tuning, origin,
+        sources, created, tool_version, has_thumbnails, calibrated, calibration (see
+        :func:`calibration_summary`).
     """
     root = Path(path)
     manifest = read_manifest(root)
@@ -66,6 +67,8 @@ def map_info(path: str | Path) -> dict[str, Any]:
         'local_dim': model['local_dim'],
         'local_format': manifest['storage']['local_format'],
         'index_type': manifest['index_type'],
+        # How nprobe/efSearch were tuned (value, recall@k vs exact, ms/query), or None.
+        'index_tuning': (manifest.get('index') or {}).get('tuning'),
         'origin': manifest['origin'],
         'sources': manifest['sources'],
         'has_thumbnails': bool(manifest.get('thumbnails')),

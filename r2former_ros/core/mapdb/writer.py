@@ -51,6 +51,7 @@ from r2former_ros.core.mapdb.schema import (
     utc_now,
 )
 from r2former_ros.core.mapdb.thumbnails import DEFAULT_THUMBNAIL_WIDTH, ThumbnailStore
+from r2former_ros.core.mapdb.tuning import TuneSettings, tune_index
 
 
 def is_replaceable(target: Path) -> bool:
@@ -99,6 +100,7 @@ class MapWriter:
         origin: Mapping[str, float] | None = None,
         sources: Sequence[Mapping[str, Any]] | None = None,
         overwrite: bool = False,
+        tune: TuneSettings | None = None,
     ) -> None:
         """
         Prepare a writer; nothing is written before the ``with`` block starts.
@@ -117,6 +119,8 @@ class MapWriter:
             origin: ENU origin ``{'lat', 'lon', 'alt'}``; may be set later.
             sources: initial source records; see :meth:`add_source`.
             overwrite: replace an existing map at ``path``.
+            tune: tune nprobe/efSearch of an approximate index on the map's own descriptors
+                (:mod:`r2former_ros.core.mapdb.tuning`); None keeps ``nprobe``/``ef_search``.
         """
         self._target = Path(path)
         self._model = normalise_model(model, str(self._target))
@@ -134,6 +138,7 @@ class MapWriter:
         self._origin = None if origin is None else _origin_dict(origin)
         self._sources = [dict(s) for s in sources or []]
         self._overwrite = overwrite
+        self._tune = tune
         self._base: MapDatabase | None = None
         self._created: str | None = None
         self.calibration: dict[str, Any] | None = None
@@ -153,6 +158,7 @@ class MapWriter:
         index_type: str | None = None,
         nprobe: int | None = None,
         ef_search: int | None = None,
+        tune: TuneSettings | None = None,
     ) -> MapWriter:
         """
         Return a writer that adds places to an existing map.
@@ -176,7 +182,7 @@ class MapWriter:
             ef_search=ef_search or index_block.get('ef_search', retrieval.DEFAULT_EF_SEARCH),
             thumbnail_width=(manifest.get('thumbnails') or {}).get(
                 'width', DEFAULT_THUMBNAIL_WIDTH),
-            origin=manifest['origin'], sources=manifest['sources'], overwrite=True)
+            origin=manifest['origin'], sources=manifest['sources'], overwrite=True, tune=tune)
         writer._base = base
         writer._created = manifest.get('created')
         writer.calibration = manifest.get('calibration')
@@ -378,8 +384,18 @@ class MapWriter:
         if kind == 'exact':
             return block
         vectors = np.load(tmp / GLOBAL_FILE, allow_pickle=False)
-        index = retrieval.build_index(vectors, kind, nprobe=self._nprobe,
-                                      ef_search=self._ef_search)
+        if self._tune is not None:
+            tuned = tune_index(vectors, kind, self._tune)
+            block['tuning'] = tuned.block
+            if tuned.index is None:
+                block['type'] = 'exact'
+                return block
+            index = tuned.index
+            # The tuned value is this map's default from now on (MapDatabase.open applies it).
+            block[tuned.block['param']] = int(tuned.block['value'])
+        else:
+            index = retrieval.build_index(vectors, kind, nprobe=self._nprobe,
+                                          ef_search=self._ef_search)
         retrieval.save_index(index, tmp / INDEX_FILE)
         fsync_path(tmp / INDEX_FILE)
         # Keep the requested nprobe/efSearch: the index clips nprobe to nlist, and an append
