@@ -1,0 +1,139 @@
+"""
+`r2former calibrate`: fit a map's confidence on a second drive of the route (with GPS).
+
+    r2former calibrate MAP_DIR --bag BAG --image-topic T --gps-topic T [--threshold-m M]
+        [--filter hmm|none] [--rerank-top N] [--max-speed V] [--json OUT]
+
+Record the route once more (another day, another lane), then run this: the drive's GPS labels
+each frame, and the single-frame confidence (and with ``--filter hmm``, the default, the
+sequence filter's observation model and its filtered confidence) are fitted on it,
+cross-validated in contiguous blocks of the drive, and stored in the map's manifest (atomically)
+with the settings they hold for: backbone, ranking (global or rerank top-N), filter and
+threshold. The node and the tools use the calibration only under those settings; under others
+the confidence is a raw score and every result says ``calibrated: false``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import sys
+from typing import Any
+
+from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments
+from r2former_ros.core.errors import ConfigError
+
+DEFAULT_MAX_SPEED_MPS = 20.0  # keep in step with core.localize.sequence_filter (no import: torch)
+
+
+def register(subparsers: Any) -> None:
+    """Add the `calibrate` verb."""
+    parser = subparsers.add_parser(
+        'calibrate', help="fit a map's confidence on a second drive with GPS",
+        description=__doc__.split('\n\n')[0].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('map_dir', type=Path, metavar='MAP_DIR', help='map directory')
+    parser.add_argument('--bag', type=Path, nargs='+', required=True,
+                        help='the drive: bag(s) of another recording of the route')
+    parser.add_argument('--image-topic', required=True, help='image topic of the drive')
+    parser.add_argument('--gps-topic', required=True,
+                        help='NavSatFix topic of the drive (labels only; never a filter input)')
+    parser.add_argument('--threshold-m', type=float, default=25.0,
+                        help='a place within this distance is right (default: %(default)s)')
+    parser.add_argument('--filter', choices=['hmm', 'none'], default='hmm',
+                        help='also fit the sequence filter and its confidence (hmm, default) '
+                             'or only the single-frame confidence (none)')
+    parser.add_argument('--rerank-top', type=int, default=100, metavar='N',
+                        help='candidates reranked, as the node will run; 0 = global only '
+                             '(default: %(default)s)')
+    parser.add_argument('--max-speed', type=float, default=DEFAULT_MAX_SPEED_MPS,
+                        metavar='V', help="the filter's motion bound in m/s "
+                                          '(default: %(default)s)')
+    parser.add_argument('--every', type=int, default=1, help='use every N-th image')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='fit and report, but do not write the manifest')
+    parser.add_argument('--json', type=Path, help='also write the report here')
+    add_model_arguments(parser, backbone_help=MAP_BACKBONE_HELP)
+    parser.set_defaults(func=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.threshold_m <= 0:
+        raise ConfigError(f'--threshold-m {args.threshold_m} must be > 0')
+    if args.rerank_top < 0:
+        raise ConfigError(f'--rerank-top {args.rerank_top} must be >= 0')
+    if args.max_speed <= 0:
+        raise ConfigError(f'--max-speed {args.max_speed} must be > 0')
+    if args.every < 1:
+        raise ConfigError(f'--every {args.every} must be >= 1')
+    if not (args.map_dir / 'manifest.json').is_file():
+        raise ConfigError(f'{args.map_dir} is not a map directory (no manifest.json)')
+    for bag in args.bag:
+        if not bag.exists():
+            raise ConfigError(f'bag {bag} does not exist')
+
+
+def _ece(value: float | None) -> str:
+    return 'n/a' if value is None else f'{value:.3f}'
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Format the report: frames, top-1 accuracy and ECE (raw, cross-validated) of each."""
+    settings = report['settings']
+    lines = [f"drive {report['drive']}: {report['num_frames']} frames with GPS "
+             f"({report['num_outside_map']} farther than {settings['threshold_m']:g} m from "
+             'every map place)',
+             f"settings: backbone {settings['backbone']}, ranking {settings['ranking']}, "
+             f"threshold {settings['threshold_m']:g} m, filters "
+             f"{', '.join(settings['filters']) or 'none calibrated'}"]
+    single = report['single']
+    lines.append(f"single frame: top-1 right {single['top1_right']:.3f}; ECE raw "
+                 f"{_ece(single['ece_raw'])}, calibrated {_ece(single['ece_calibrated'])}, "
+                 f"cross-validated {_ece(single['ece_cv'])}"
+                 + ('' if single['calibrated'] else f" (not calibrated: {single['reason']})"))
+    filtered = report.get('filtered')
+    if filtered:
+        lines.append(f"filtered (hmm, tempering {filtered['tempering']:g}): top-1 right "
+                     f"{filtered['top1_right']:.3f}; ECE raw {_ece(filtered['ece_raw'])}, "
+                     f"calibrated {_ece(filtered['ece_calibrated'])}, cross-validated "
+                     f"{_ece(filtered['ece_cv'])}")
+    return '\n'.join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fit, report, store."""
+    _check(args)
+    from r2former_ros.core.localize.drive_calibration import calibrate_on_drive  # noqa: PLC0415
+    from r2former_ros.core.localize.localizer import LocalizerConfig  # noqa: PLC0415
+    from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
+    from r2former_ros.core.places.factory import load_place_model, map_model_settings  # noqa: PLC0415 - torch loads slowly
+
+    manifest = MapDatabase.open(args.map_dir).manifest
+    settings = map_model_settings(manifest['model'], backbone=args.backbone,
+                                  checkpoint=args.checkpoint, input_hw=args.input_size,
+                                  num_local=args.num_local)
+    model = load_place_model(settings.backbone, settings.checkpoint, args.device,
+                             settings.input_hw, settings.num_local, precision=args.precision)
+    rerank = args.rerank_top if model.has_reranker else 0
+    if args.rerank_top and not model.has_reranker:
+        print('note: this model has no reranker; calibrating the global ranking',
+              file=sys.stderr)
+    config = LocalizerConfig(retrieval_top_k=max(100, rerank), rerank_top_n=rerank,
+                             threshold_m=args.threshold_m, filter=args.filter,
+                             max_speed_mps=args.max_speed)
+
+    def progress(line: str) -> None:
+        print(f'  {line}', file=sys.stderr, flush=True)
+
+    report = calibrate_on_drive(args.map_dir, model, args.bag, args.image_topic, args.gps_topic,
+                                config, every=args.every, write=not args.dry_run,
+                                progress=progress)
+    print(format_report(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=float) + '\n',
+                             encoding='utf-8')
+    print(('stored in ' if report['written'] else 'dry run: not stored in ')
+          + str(args.map_dir / 'manifest.json'))
+    return 0
