@@ -58,6 +58,13 @@ several map images within any 10 m, robust to occlusion and viewpoint change, wh
 route stays at 5000 places. Without it a 15 Hz camera at walking speed (1.4 m/s) gives 10
 images per metre: 20x the map for almost no recall. Image folders keep every image.
 
+index: an IVF or HNSW index (--index ivf|hnsw, or auto above 300,000 places) is tuned on the
+map's own descriptors: map images are the queries (each leaving its own place out), and nprobe
+/ efSearch grow until recall@--index-top-k against exact search reaches --index-recall. The
+value, the recall and the ms per query go into the manifest (`r2former map info` shows them);
+when no value reaches the target within --index-budget-ms, the map keeps the exact index and
+the log says why. On a CUDA localizer the search is exact on the GPU whatever the map stores.
+
 failures: exit code 2 and one line naming the problem (missing topic with the available ones,
 truncated or corrupt bag, no usable GPS fix, existing output without --overwrite/--append,
 a map from another checkpoint). Images that cannot be decoded (unknown encoding, corrupt
@@ -118,7 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
                           '1/254 per component) or fp16')
     out.add_argument('--index', choices=INDEX_TYPES, default=None,
                      help='global index: auto (default: exact for small maps, IVF above), '
-                          'exact, ivf or hnsw; on --append the stored choice')
+                          'exact, ivf or hnsw; on --append the stored choice. IVF/HNSW are '
+                          'tuned on the map itself (see below)')
+    out.add_argument('--index-top-k', type=int, default=100, metavar='K',
+                     help='tune IVF nprobe / HNSW efSearch until recall@K against exact search '
+                          "reaches --index-recall (default 100, the localizer's retrieval.top_k)")
+    out.add_argument('--index-recall', type=float, default=0.99, metavar='R',
+                     help='recall@K target of the tuning (default 0.99)')
+    out.add_argument('--index-budget-ms', type=float, metavar='MS',
+                     help='slowest acceptable ms per query of the tuned index (default: the '
+                          "exact scan's own); over budget the map keeps the exact index")
     out.add_argument('--no-thumbnails', action='store_true',
                      help='skip the small JPEG previews')
     out.add_argument('--no-calibrate', action='store_true',
@@ -154,7 +170,9 @@ def _options(args: argparse.Namespace) -> BuildOptions:
         layout=args.layout, min_distance_m=args.min_distance, min_interval_s=args.min_interval,
         all_frames=args.all_frames, max_gps_gap_s=args.max_gps_gap, batch_size=args.batch_size,
         append=args.append, overwrite=args.overwrite, local_format=args.local_format,
-        index_type=args.index, thumbnails=not args.no_thumbnails,
+        index_type=args.index, index_top_k=args.index_top_k,
+        index_target_recall=args.index_recall, index_budget_ms=args.index_budget_ms,
+        thumbnails=not args.no_thumbnails,
         calibrate=not args.no_calibrate, progress=not args.quiet, backbone=args.backbone,
         checkpoint=args.checkpoint, device=args.device, input_hw=args.input_size,
         num_local=args.num_local, precision=args.precision)

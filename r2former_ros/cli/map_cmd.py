@@ -61,6 +61,21 @@ def _calibration_line(info: dict[str, Any]) -> str:
         f' ({where}{"; " + fitted if fitted else ""})'
 
 
+def _index_line(info: dict[str, Any]) -> str:
+    """Describe the index type and how its search parameter was tuned (by build_map)."""
+    tuning = info.get('index_tuning')
+    if not tuning:
+        return str(info['index_type'])
+    measured = (f'recall@{tuning["top_k"]} {tuning["recall"]:.3f} vs exact, '
+                f'{tuning["ms_per_query"]:.2f} ms/query')
+    if tuning.get('fell_back_to_exact'):
+        return (f'exact ({tuning["requested_type"]} not used: {tuning["reason"]}; exact '
+                f'{tuning["exact_ms_per_query"]:.2f} ms/query)')
+    return (f'{info["index_type"]}, {tuning["param"]} {tuning["value"]} tuned on '
+            f'{tuning["queries"]} map images: {measured} (exact '
+            f'{tuning["exact_ms_per_query"]:.2f} ms)')
+
+
 def format_info(info: dict[str, Any]) -> str:
     """Human-readable form of :func:`map_info`."""
     origin = info.get('origin') or {}
@@ -74,7 +89,7 @@ def format_info(info: dict[str, Any]) -> str:
                   f'{info["num_local"]} local x {info["local_dim"]}, global {info["global_dim"]}'),
         ('checkpoint', f"{info['checkpoint']} (sha256 {info['checkpoint_sha256']})"),
         ('local format', info['local_format']),
-        ('index', info['index_type']),
+        ('index', _index_line(info)),
         ('origin', ', '.join(f'{key} {origin[key]}' for key in ('lat', 'lon', 'alt')
                              if key in origin) or 'none'),
         ('thumbnails', 'yes' if info['has_thumbnails'] else 'no'),

@@ -39,6 +39,7 @@ from r2former_ros.core.mapping.options import (
     BuildOptions,
     BuildReport,
     check_options,
+    tune_settings,
 )
 from r2former_ros.core.mapping.plan import plan_bags, plan_folder
 from r2former_ros.core.places import factory
@@ -105,7 +106,8 @@ def build_map(opts: BuildOptions, model: PlaceModel | None = None) -> BuildRepor
     model = model or _load_model(opts)
     identity = model.identity()
     if opts.append:
-        writer = MapWriter.append(out, identity, index_type=opts.index_type)
+        writer = MapWriter.append(out, identity, index_type=opts.index_type,
+                                  tune=tune_settings(opts))
         seen = {(s.get('bag'), s.get('image_topic')) for s in writer.sources}
         for source in plan.sources:
             if source.get('bag') and (source['bag'], source['image_topic']) in seen:
@@ -114,7 +116,8 @@ def build_map(opts: BuildOptions, model: PlaceModel | None = None) -> BuildRepor
                             source['bag'], source['image_topic'], out)
     else:
         writer = MapWriter(out, identity, local_format=opts.local_format,
-                           index_type=opts.index_type or 'auto', overwrite=opts.overwrite)
+                           index_type=opts.index_type or 'auto', overwrite=opts.overwrite,
+                           tune=tune_settings(opts))
         writer.set_origin(*plan.origin)
     source_ids = [writer.add_source(source) for source in plan.sources]
     with writer:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from r2former_ros.core.errors import ConfigError, MapError
 from r2former_ros.core.io import folders as image_sources
 from r2former_ros.core.mapdb import LOCAL_FORMATS, MANIFEST_NAME
+from r2former_ros.core.mapdb.tuning import TuneSettings
 
 DEFAULT_MIN_DISTANCE_M = 2.0
 DEFAULT_MAX_GPS_GAP_S = 1.0
@@ -49,6 +50,10 @@ class BuildOptions:
     overwrite: bool = False
     local_format: str = 'int8'
     index_type: str | None = None  # None: 'auto' for a new map, the stored choice on append
+    # An IVF/HNSW index is tuned to this recall@index_top_k vs exact (mapdb.tuning), else exact.
+    index_top_k: int = 100  # the localizer's retrieval.top_k default
+    index_target_recall: float = 0.99
+    index_budget_ms: float | None = None  # None: the exact scan's own ms per query
     thumbnails: bool = True
     calibrate: bool = True
     progress: bool = True
@@ -108,6 +113,7 @@ def check_options(opts: BuildOptions) -> None:
                           f'{", ".join(LOCAL_FORMATS)}')
     if opts.index_type is not None and opts.index_type not in INDEX_TYPES:
         raise ConfigError(f'index type {opts.index_type!r} is not one of {", ".join(INDEX_TYPES)}')
+    tune_settings(opts).check()
     out = Path(opts.out)
     is_map = (out / MANIFEST_NAME).is_file()
     if opts.append and not is_map:
@@ -119,6 +125,12 @@ def check_options(opts: BuildOptions) -> None:
         raise MapError(f'{out}: exists and is not a directory')
     if out.is_dir() and not is_map and any(out.iterdir()):
         raise MapError(f'{out}: exists, is not empty and is not a map; refusing to write there')
+
+
+def tune_settings(opts: BuildOptions) -> TuneSettings:
+    """How the map's approximate index (if any) is tuned."""
+    return TuneSettings(top_k=opts.index_top_k, target_recall=opts.index_target_recall,
+                        budget_ms=opts.index_budget_ms)
 
 
 def progress_bar(opts: BuildOptions, **kwargs: Any) -> tqdm:

@@ -122,10 +122,15 @@ def test_writer_records_tuning_in_manifest_and_map_info(tmp_path, vectors, budge
     block = database.manifest['index']['tuning']
     info = map_info(tmp_path / 'map')
     assert info['index_tuning'] == block
+    from r2former_ros.cli.map_cmd import format_info
+
+    text = format_info(info)
     if budget_ms == NO_BUDGET_MS:
+        assert f'ivf, nprobe {block["value"]} tuned on 200 map images: recall@100 ' in text
         assert database.index_type == 'ivf' and block['recall'] >= 0.99
         assert database.manifest['index']['nprobe'] == block['value']
         assert database.retrieval_backend == 'faiss ivf'
     else:
+        assert 'exact (ivf not used: nprobe' in text and 'budget' in text
         assert database.index_type == 'exact' and block['fell_back_to_exact']
         assert not (tmp_path / 'map' / 'index.faiss').exists()
