@@ -22,7 +22,6 @@ from r2former_ros.core.mapping import (
     INDEX_TYPES,
     BuildOptions,
     BuildReport,
-    build_map,
     read_topics,
 )
 
@@ -206,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.list_topics:
             return _list_topics(args)
-        report = build_map(_options(args))
+        options = _options(args)
+        # The pipeline loads torch; imported only now, so --help and usage errors are instant.
+        from r2former_ros.core.mapping.build import build_map  # noqa: PLC0415
+
+        report = build_map(options)
     except _UsageError as err:
         parser.error(str(err))  # exits 2 with the usage line
     except R2FormerError as err:

@@ -10,41 +10,64 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 
 from r2former_ros.core.errors import R2FormerError
 
-# verb -> module; modules are imported only to build the parser, so `--help` stays honest.
+# verb -> (module, one-line help). Only the verb being run is imported (its module registers the
+# full parser); the others appear in `r2former --help` from this table, so the listing and every
+# verb's --help stay instant (no torch, no faiss). test_cli_help checks the lines match.
 VERBS = {
-    'map': 'r2former_ros.cli.map_cmd',
-    'eval': 'r2former_ros.cli.eval_cmd',
-    'localize-bag': 'r2former_ros.cli.localize_bag',
-    'weights': 'r2former_ros.cli.weights_cmd',
-    'demo': 'r2former_ros.cli.demo',
+    'map': ('r2former_ros.cli.map_cmd', 'inspect or verify a map directory'),
+    'eval': ('r2former_ros.cli.eval_cmd',
+             'recall@N, latency and confidence on a dataset or a query bag'),
+    'localize-bag': ('r2former_ros.cli.localize_bag',
+                     'localize every image of a bag and write a result bag (MCAP)'),
+    'weights': ('r2former_ros.cli.weights_cmd', 'fetch pretrained weights into the cache'),
+    'demo': ('r2former_ros.cli.demo',
+             'build a map and localize a query traverse from bundled data'),
+    'calibrate': ('r2former_ros.cli.calibrate_cmd',
+                  "fit a map's confidence on a second drive with GPS"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Parser with every verb whose module is importable."""
-    parser = argparse.ArgumentParser(prog='r2former', description=__doc__.split('\n')[0])
+def _shipped(module_name: str) -> bool:
+    """Whether a verb's module is in this build (found without importing it)."""
+    return importlib.util.find_spec(module_name) is not None
+
+
+def requested_verb(argv: list[str]) -> str | None:
+    """Return the verb named on the command line (the first argument not an option)."""
+    return next((arg for arg in argv if not arg.startswith('-')), None)
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """
+    Parser with every shipped verb; only ``verb`` (when given) gets its full arguments.
+
+    Args:
+        verb: the verb to run; None lists the verbs only (``r2former --help``).
+    """
+    parser = argparse.ArgumentParser(prog='r2former', description=(__doc__ or '').split('\n')[1])
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     subparsers = parser.add_subparsers(dest='verb', metavar='VERB')
     subparsers.required = True
-    for module_name in VERBS.values():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name == module_name:  # verb not shipped in this build
-                continue
-            raise
-        module.register(subparsers)
+    for name, (module_name, help_text) in VERBS.items():
+        if not _shipped(module_name):
+            continue
+        if name == verb:
+            importlib.import_module(module_name).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a verb; R2FormerError becomes one clear line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(requested_verb(argv)).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
     try:

@@ -29,7 +29,7 @@ from r2former_ros.core.localize.sequence_filter import (
     SequenceFilter,
 )
 from r2former_ros.core.mapdb import MapDatabase
-from r2former_ros.core.mapdb.torch_index import follow_model_device
+from r2former_ros.core.mapdb.reader import follow_model_device
 from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.types import Candidate, LocalizationResult
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import faiss
 import numpy as np
@@ -298,3 +298,25 @@ class MapDatabase:
         """Return the RGB thumbnail of a place, or None when the map has none for it."""
         row = int(self._rows([place_id])[0])
         return read_thumbnail(self.path / THUMBNAIL_DIR / thumbnail_name(row))
+
+
+class _UsesDevice(Protocol):
+    """The part of :class:`~r2former_ros.core.mapdb.MapDatabase` that picks the backend."""
+
+    @property
+    def retrieval_backend(self) -> str: ...
+
+    def use_device(self, device: str | torch.device | None, precision: str = ...) -> None: ...
+
+
+def follow_model_device(database: _UsesDevice, device: torch.device) -> bool:
+    """
+    Move a map's retrieval to the model's device when that is a GPU; return whether it moved.
+
+    The localizer calls this: a CUDA model means the GPU is there and exact search on it is
+    faster than any CPU index. CPU models keep faiss (and the map's tuned index).
+    """
+    if device.type != 'cuda' or not database.retrieval_backend.startswith('faiss'):
+        return False
+    database.use_device(device)
+    return True

@@ -17,8 +17,6 @@ Everything works on any torch device; tests run it on the CPU and compare with f
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 import torch
@@ -42,15 +40,6 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ConfigError(f"retrieval precision must be one of {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
-
-
-class _UsesDevice(Protocol):
-    """The part of :class:`~r2former_ros.core.mapdb.MapDatabase` that picks the backend."""
-
-    @property
-    def retrieval_backend(self) -> str: ...
-
-    def use_device(self, device: str | torch.device | None, precision: str = ...) -> None: ...
 
 
 class TorchExactIndex:
@@ -150,16 +139,3 @@ class TorchExactIndex:
             order = np.argsort(-exact, kind='stable')[:k]
             out_scores[row], out_ids[row] = exact[order], candidates[order]
         return out_scores, out_ids
-
-
-def follow_model_device(database: _UsesDevice, device: torch.device) -> bool:
-    """
-    Move a map's retrieval to the model's device when that is a GPU; return whether it moved.
-
-    The localizer calls this: a CUDA model means the GPU is there and exact search on it is
-    faster than any CPU index. CPU models keep faiss (and the map's tuned index).
-    """
-    if device.type != 'cuda' or not database.retrieval_backend.startswith('faiss'):
-        return False
-    database.use_device(device)
-    return True

@@ -23,14 +23,11 @@ nearly the same recall.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import logging
-import os
 from pathlib import Path
 import time
 
 from r2former_ros.core.errors import CheckpointError, R2FormerError
-from r2former_ros.core.io import bags
 from r2former_ros.core.localize.calibration import calibrate_map
 from r2former_ros.core.mapdb import MapWriter, map_info
 from r2former_ros.core.mapping.extract import extract_places
@@ -137,8 +134,3 @@ def build_map(opts: BuildOptions, model: PlaceModel | None = None) -> BuildRepor
         timing['calibrate_s'] = time.perf_counter() - start
     timing['total_s'] = time.perf_counter() - started
     return BuildReport(out, num_places, sum(kept), plan.sources, calibrated, timing)
-
-
-def read_topics(paths: Sequence[str | os.PathLike[str]]) -> list[bags.TopicInfo]:
-    """Topics, types and message counts of bags (for ``build_map --list-topics``)."""
-    return bags.list_topics(list(paths))

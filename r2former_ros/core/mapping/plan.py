@@ -9,8 +9,10 @@ or outside the fixes dropped and counted) and pick keyframes per bag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +155,8 @@ def plan_folder(opts: BuildOptions, origin: tuple[float, float, float] | None) -
         'undecodable_skipped': 0,
     }
     return Plan(origin, [source], places)
+
+
+def read_topics(paths: Sequence[str | os.PathLike[str]]) -> list[bags.TopicInfo]:
+    """Topics, types and message counts of bags (for ``build_map --list-topics``)."""
+    return bags.list_topics(list(paths))

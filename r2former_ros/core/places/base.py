@@ -11,17 +11,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-import torch
 
 from r2former_ros.core.features import ImageFeatures
-from r2former_ros.core.places.preprocessing import preprocess
+
+if TYPE_CHECKING:  # torch is imported by the backends; the interface itself stays light
+    import torch
 
 BACKBONES = ('r2former', 'dinov2-s14')
-PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+# Names only: what each means (TF32 off, CUDA autocast dtype) is core.device.apply_precision.
+PRECISIONS = ('fp32', 'bf16', 'fp16')
 CHECKPOINT_NAME = 'CVPR23_DeitS_Rerank.pth'
 
 
@@ -71,5 +73,8 @@ class PlaceModel(ABC):
 
     def encode_rgb(self, images: Sequence[NDArray[np.uint8]]) -> ImageFeatures:
         """Preprocess RGB uint8 images of any size and encode them."""
+        # Imported here: preprocessing needs torch, which only a model that encodes has loaded.
+        from r2former_ros.core.places.preprocessing import preprocess  # noqa: PLC0415
+
         batch = preprocess(images, self.input_hw, self.mean, self.std, self.device)
         return self.encode_batch(batch)

@@ -10,7 +10,8 @@ import torch
 
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.mapdb import index as retrieval
-from r2former_ros.core.mapdb.torch_index import TorchExactIndex, follow_model_device
+from r2former_ros.core.mapdb.reader import follow_model_device
+from r2former_ros.core.mapdb.torch_index import TorchExactIndex
 
 
 def clustered(n: int, dim: int, seed: int) -> np.ndarray:

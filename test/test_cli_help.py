@@ -1,0 +1,62 @@
+"""`--help` of every command is instant: it never imports torch (lazy imports per verb)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from r2former_ros.cli import main as cli
+
+HELP_COMMANDS = [
+    ('r2former',), ('r2former', 'map'), ('r2former', 'eval'), ('r2former', 'localize-bag'),
+    ('r2former', 'weights'), ('r2former', 'demo'), ('build_map',),
+]
+
+# Runs every --help in one fresh interpreter and prints the first command that loaded torch.
+_PROBE = """
+import contextlib, io, sys
+from r2former_ros.cli import build_map, main
+for command in {commands!r}:
+    run = build_map.main if command[0] == 'build_map' else main.main
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        try:
+            run([*command[1:], '--help'])
+        except SystemExit:
+            pass
+    assert 'usage:' in out.getvalue(), command
+    if 'torch' in sys.modules:
+        print('torch imported by', ' '.join(command))
+        break
+else:
+    print('no torch')
+"""
+
+
+def test_help_never_imports_torch():
+    probe = _PROBE.format(commands=HELP_COMMANDS)
+    done = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == 'no torch', done.stdout + done.stderr
+
+
+def _verb_helps(parser: argparse.ArgumentParser) -> dict[str, str | None]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {choice.dest: choice.help for choice in action._choices_actions}
+
+
+@pytest.mark.parametrize('verb', list(cli.VERBS))
+def test_verb_listing_matches_the_verb_module(verb):
+    # `r2former --help` shows the table's line; the module registers its own: they must agree.
+    listed = _verb_helps(cli.build_parser())[verb]
+    registered = _verb_helps(cli.build_parser(verb))[verb]
+    assert listed == registered == cli.VERBS[verb][1]
+
+
+def test_the_verb_is_found_after_global_options():
+    assert cli.requested_verb(['-v', 'map', 'info', 'x']) == 'map'
+    assert cli.requested_verb(['--help']) is None
+    with pytest.raises(SystemExit):
+        cli.build_parser('nope').parse_args(['nope'])
