@@ -240,13 +240,14 @@ def _bar(total: int, what: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the bags, build the map, localize once, measure, draw; say where it all went."""
+    started = time.perf_counter()
+    out: Path = args.out
+    _check_out(out)  # before the heavy imports: a wrong --out fails at once
+
     from r2former_ros.cli.demo_report import StageTimes, console_table  # noqa: PLC0415
     from r2former_ros.core import evaluation  # noqa: PLC0415
     from r2former_ros.core.mapping import BuildOptions, build_map  # noqa: PLC0415
 
-    started = time.perf_counter()
-    out: Path = args.out
-    _check_out(out)
     _quiet_libraries()
     data = demo_data_dir()
     refs = sorted((data / 'ref').glob('*.jpg'))

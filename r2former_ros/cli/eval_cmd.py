@@ -88,9 +88,9 @@ def _load_model(args: argparse.Namespace, mode: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation, print the table, write JSON and plots."""
+    mode = _check(args)  # before the heavy imports: bad arguments fail at once
     from r2former_ros.core import evaluation  # noqa: PLC0415
 
-    mode = _check(args)
     model = _load_model(args, mode)
     print(evaluation.model_banner(model), flush=True)
     settings = evaluation.EvalSettings(threshold_m=args.threshold_m,
