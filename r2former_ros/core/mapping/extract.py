@@ -38,6 +38,8 @@ from r2former_ros.core.places.preprocessing import preprocess
 LOG = logging.getLogger(__name__)
 
 PREFETCH_BATCHES = 2
+# Smaller images hold no place worth a map entry (a 1x1 PNG, a broken thumbnail): skipped, named.
+MIN_IMAGE_PX = 32
 """Decoded batches waiting for the model; bounds memory while keeping the model busy."""
 
 
@@ -117,6 +119,21 @@ def _folder_pairs(plan: Plan, skips: list[str]) -> Iterator[tuple[PlaceKey, NDAr
             skips.append(str(err))
 
 
+def _big_enough(pairs: Iterator[tuple[PlaceKey, NDArray[np.uint8]]], plan: Plan,
+                skips: list[str]) -> Iterator[tuple[PlaceKey, NDArray[np.uint8]]]:
+    """Pass images of at least MIN_IMAGE_PX a side; skip (and name) the others."""
+    for key, rgb in pairs:
+        height, width = rgb.shape[:2]
+        if min(height, width) >= MIN_IMAGE_PX:
+            yield key, rgb
+            continue
+        where = plan.places[key].path or f'{key[0]} message {key[1]}'
+        problem = (f'{where}: {width}x{height} px is smaller than the '
+                   f'{MIN_IMAGE_PX}x{MIN_IMAGE_PX} minimum')
+        LOG.warning('skipping a tiny image: %s', problem)
+        skips.append(problem)
+
+
 def _encode(model: PlaceModel, batch: _Batch) -> Any:
     """Run the model on one batch."""
     with torch.inference_mode():
@@ -137,7 +154,8 @@ def extract_places(opts: BuildOptions, plan: Plan, model: PlaceModel, writer: Ma
 
     """
     skips: list[str] = []
-    pairs = _bag_pairs(opts, plan, skips) if opts.bags else _folder_pairs(plan, skips)
+    pairs = _big_enough(_bag_pairs(opts, plan, skips) if opts.bags else
+                        _folder_pairs(plan, skips), plan, skips)
     kept = [0] * len(plan.sources)
     batches = _batches(pairs, model, opts.batch_size, opts.thumbnails, timing)
     with Prefetcher(batches, PREFETCH_BATCHES) as prefetched, \
@@ -162,9 +180,10 @@ def extract_places(opts: BuildOptions, plan: Plan, model: PlaceModel, writer: Ma
                 kept[p.slot] += 1
             bar.update(len(planned))
     if skips and sum(kept) == 0:
-        raise ImageError(f'none of the {len(plan.places)} selected images could be decoded; '
-                         f'first problem: {skips[0]}')
+        raise ImageError(f'none of the {len(plan.places)} selected images could be decoded and '
+                         f'used; first problem: {skips[0]}')
     if skips:
-        LOG.warning('%d of %d selected images could not be decoded and were skipped '
-                    '(first: %s)', len(skips), len(plan.places), skips[0])
+        LOG.warning('%d of %d selected images were skipped (undecodable, or smaller than '
+                    '%dx%d px; first: %s)', len(skips), len(plan.places), MIN_IMAGE_PX,
+                    MIN_IMAGE_PX, skips[0])
     return kept
