@@ -15,7 +15,7 @@ Images: the node subscribes to the topic ``image`` (remap it, as the launch file
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 import re
 from typing import Any
 
@@ -189,9 +189,6 @@ class NodeParameters:
             raise ConfigError(f'unknown parameter(s): {", ".join(sorted(unknown))}')
         kwargs = {by_name[name].attribute: value for name, value in values.items()}
         return cls(**kwargs).validate()
-
-
-assert {s.attribute for s in SPECS} == {f.name for f in fields(NodeParameters)}
 
 
 def descriptor(spec: ParameterSpec) -> ParameterDescriptor:

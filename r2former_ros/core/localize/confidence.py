@@ -8,8 +8,7 @@ Features (all cheap, computed per query):
   (true revisits pull their neighbours up with them; a lucky false match stands alone).
 The calibrated model is p = sigmoid(w . features + b), fitted on the map itself (see
 `core.localize.calibration`); without a calibration the confidence is the plain top score,
-    clipped to
-[0, 1], and is labelled uncalibrated.
+clipped to [0, 1], and is labelled uncalibrated.
 """
 
 from __future__ import annotations
