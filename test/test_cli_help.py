@@ -12,7 +12,7 @@ from r2former_ros.cli import main as cli
 
 HELP_COMMANDS = [
     ('r2former',), ('r2former', 'map'), ('r2former', 'eval'), ('r2former', 'localize-bag'),
-    ('r2former', 'weights'), ('r2former', 'demo'), ('build_map',),
+    ('r2former', 'weights'), ('r2former', 'demo'), ('r2former', 'calibrate'), ('build_map',),
 ]
 
 # Runs every --help in one fresh interpreter and prints the first command that loaded torch.
