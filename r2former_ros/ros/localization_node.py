@@ -427,7 +427,10 @@ def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; 0 on a clean stop, 1 when autostart fails."""
     # Our own signal handling: rclpy's handler would shut the context down at once, and the
     # node's last log lines would then fail to reach /rosout ("publisher's context is invalid").
+    # Installed explicitly: a process started in the background by a shell inherits SIGINT
+    # ignored, and Python's default would leave it so.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     node: LocalizationNode | None = None
     code = 0

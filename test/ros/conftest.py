@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 import os
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from ros_testing import (
@@ -110,3 +111,12 @@ def start_node(ros_env: RosEnv) -> Iterator[Callable[..., NodeProcess]]:
     yield start
     for process in started:
         process.stop(timeout=5.0)
+
+
+@pytest.fixture(scope='module')
+def route_map(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The 12-place route map of the node tests and its world (small seeded model)."""
+    from map_factory import write_route_map
+    from model_factory import small_place_model
+
+    return write_route_map(tmp_path_factory.mktemp('map') / 'route', small_place_model())

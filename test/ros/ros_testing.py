@@ -258,7 +258,8 @@ class NodeProcess:
 
     def output(self, tail: int = 4000) -> str:
         """Return the last ``tail`` characters of what the process printed."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors='replace')[-tail:]
 
     def stop(self, timeout: float = 10.0) -> int:

@@ -7,14 +7,20 @@ The node uses the same seeded model as ``small_place_model()`` (no checkpoint, 1
 
 from __future__ import annotations
 
-import array
 import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from node_helpers import (
+    STARTUP_TIMEOUT,
+    compressed_msg,
+    diagnostics_values,
+    image_msg,
+    send_and_wait,
+    start_localizer,
+)
 import pytest
-from ros_testing import NodeProcess, Probe, RosEnv, wait_until
+from ros_testing import Probe, RosEnv, wait_until
 
 pytestmark = [
     pytest.mark.ros,
@@ -22,82 +28,8 @@ pytestmark = [
     pytest.mark.filterwarnings('ignore::DeprecationWarning:lark.*'),
 ]
 
-NODE = ('-m', 'r2former_ros.ros.localization_node')
-STARTUP_TIMEOUT = 90.0  # model build + map load on a busy 2-core machine
-RESULT_TIMEOUT = 30.0
 BURST_FRAMES = 100
 BURST_HZ = 30.0
-# Raw frames are sent at half size: between processes, Fast DDS (2.14, here) delivers best-effort
-# (sensor-data QoS) messages above about 512 KiB (its shared-memory segment) not at all, and
-# 640x480 rgb8 is 900 KiB. The model sees 128x160 either way. JPEGs go at full size.
-RAW_HW = (240, 320)
-
-
-@pytest.fixture(scope='module')
-def route_map(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    from map_factory import write_route_map
-    from model_factory import small_place_model
-
-    return write_route_map(tmp_path_factory.mktemp('map') / 'route', small_place_model())
-
-
-def start_localizer(start_node: Any, ros_env: RosEnv, map_path: Path | str,
-                    *params: str) -> NodeProcess:
-    """Start the node with the test model's settings plus ``params`` ('name:=value')."""
-    ros_env.env['R2FORMER_CACHE'] = str(ros_env.workdir / 'no_cache')  # never a real checkpoint
-    ros_env.env.pop('R2FORMER_CHECKPOINT', None)
-    args = [f'map:={map_path}', 'input_size:=128x160', 'num_local:=48', 'device:=cpu',
-            'diagnostics_period_s:=0.2', *params]
-    ros_args = [item for arg in args for item in ('-p', arg)]
-    return start_node(*NODE, '--ros-args', *ros_args, name='localizer')
-
-
-def image_msg(rgb: np.ndarray, stamp_sec: int, encoding: str = 'rgb8') -> Any:
-    import cv2
-    from sensor_msgs.msg import Image
-
-    from r2former_ros.core.io.images import rgb_to_raw_image
-
-    if rgb.shape[0] > RAW_HW[0]:
-        rgb = cv2.resize(rgb, RAW_HW[::-1], interpolation=cv2.INTER_AREA)
-    raw = rgb_to_raw_image(rgb, encoding)
-    msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding, step=raw.step,
-                is_bigendian=raw.is_bigendian)
-    msg.data = array.array('B', raw.data)
-    msg.header.stamp.sec = stamp_sec
-    msg.header.frame_id = 'camera'
-    return msg
-
-
-def compressed_msg(data: bytes, stamp_sec: int, fmt: str = 'jpeg') -> Any:
-    from sensor_msgs.msg import CompressedImage
-
-    msg = CompressedImage(format=fmt)
-    msg.data = array.array('B', data)
-    msg.header.stamp.sec = stamp_sec
-    msg.header.frame_id = 'camera'
-    return msg
-
-
-def send_and_wait(probe: Probe, publisher: Any, msg: Any, results: list[Any],
-                  node: NodeProcess) -> Any:
-    """Publish (again, in case a best-effort frame was lost) until its result arrives."""
-    stamp = msg.header.stamp.sec
-
-    def arrived() -> bool:
-        return any(r.header.stamp.sec == stamp for r in results)
-
-    for _ in range(3):
-        publisher.publish(msg)
-        if probe.spin_until(lambda: arrived() or not node.running, RESULT_TIMEOUT / 3):
-            break
-    assert arrived(), f'no result for stamp {stamp}:\n{node.output()}'
-    return next(r for r in results if r.header.stamp.sec == stamp)
-
-
-def diagnostics_values(array_msg: Any) -> dict[str, str]:
-    (status,) = array_msg.status
-    return {kv.key: kv.value for kv in status.values}
 
 
 def message_yaml(msg: Any, indent: str = '') -> str:
@@ -166,6 +98,7 @@ def test_node_localizes_map_images_and_survives_garbage(
         assert result.matched and result.confidence >= 0.5
         assert result.candidates[0].place_id == place and len(result.candidates) == 10
         assert result.header.frame_id == 'camera' and result.map_frame_id == 'map'
+        assert isinstance(result.calibrated, bool)
         assert math.isclose(result.latitude, world.map_latlon[place][0], abs_tol=1e-12)
         stamp = msg.header.stamp.sec
         assert probe.spin_until(lambda s=stamp: any(f.header.stamp.sec == s for f in fixes)
@@ -251,9 +184,12 @@ def test_node_burst_with_reranking_keeps_up_and_counts_drops(
             return False
         v = diagnostics_values(diagnostics[-1])
         done = int(v['frames_processed']) + int(v['frames_dropped']) + int(v['bad_inputs'])
-        return int(v['frames_in']) == done and int(v['frames_in']) >= BURST_FRAMES // 2
+        return int(v['frames_in']) == done and int(v['frames_in']) - int(base['frames_in']) \
+            >= BURST_FRAMES * 95 // 100
 
-    assert probe.spin_until(settled, 60.0), node.output()
+    # Full-size 640x480 raw frames at 30 Hz, best effort: at least 95% reach the node (the
+    # shared-memory segment of the DDS profile; with Fast DDS's 512 KiB default most are lost).
+    assert probe.spin_until(settled, 60.0), (diagnostics_values(diagnostics[-1]), node.output())
     probe.spin_for(0.5)
     assert node.running, node.output()
     values = diagnostics_values(diagnostics[-1])
