@@ -12,7 +12,7 @@ autostart:=false leaves it unconfigured for a lifecycle manager (e.g. nav2_lifec
 Raw camera images need a larger Fast DDS shared-memory segment than the default: the launch file
 points FASTRTPS_DEFAULT_PROFILES_FILE and FASTDDS_DEFAULT_PROFILES_FILE at dds_profile
 (config/fastdds_large_images.xml) for every process it starts, unless one of them is already set
-in the environment (your own DDS configuration wins) or dds_profile:=''.
+in the environment (your own DDS configuration wins) or dds_profile:=none.
 """
 
 import os
@@ -48,7 +48,7 @@ ARGUMENTS = [
         'dds_profile',
         PathJoinSubstitution([FindPackageShare(PACKAGE), 'config', 'fastdds_large_images.xml']),
         'Fast DDS profile for raw camera images, applied unless FASTRTPS_DEFAULT_PROFILES_FILE or '
-        "FASTDDS_DEFAULT_PROFILES_FILE is set; '' to leave DDS alone.",
+        "FASTDDS_DEFAULT_PROFILES_FILE is set; 'none' to leave DDS alone.",
     ),
     ('rviz', 'true', 'Start rviz2 with the r2former_ros view (true|false).'),
     ('use_sim_time', 'false', 'Use /clock, e.g. when playing a bag (true|false).'),
@@ -68,7 +68,8 @@ def _is_true(text: str) -> bool:
 
 def _dds_environment(profile: str, environment: dict[str, str]) -> list[Action]:
     """SetEnvironmentVariable actions for the DDS profile, none when the user chose one."""
-    if not profile or any(environment.get(name) for name in DDS_PROFILE_VARIABLES):
+    if profile.strip().lower() in ('', 'none') or any(
+            environment.get(name) for name in DDS_PROFILE_VARIABLES):
         return []
     if not os.path.isfile(profile):
         raise FileNotFoundError(f"dds_profile '{profile}' does not exist")
