@@ -21,10 +21,9 @@ from pathlib import Path
 import sys
 from typing import Any
 
+from r2former_ros.cli.filter_args import add_filter_arguments
 from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments
 from r2former_ros.core.errors import ConfigError
-
-DEFAULT_MAX_SPEED_MPS = 20.0  # keep in step with core.localize.sequence_filter (no import: torch)
 
 
 def register(subparsers: Any) -> None:
@@ -41,15 +40,10 @@ def register(subparsers: Any) -> None:
                         help='NavSatFix topic of the drive (labels only; never a filter input)')
     parser.add_argument('--threshold-m', type=float, default=25.0,
                         help='a place within this distance is right (default: %(default)s)')
-    parser.add_argument('--filter', choices=['hmm', 'none'], default='hmm',
-                        help='also fit the sequence filter and its confidence (hmm, default) '
-                             'or only the single-frame confidence (none)')
     parser.add_argument('--rerank-top', type=int, default=100, metavar='N',
                         help='candidates reranked, as the node will run; 0 = global only '
                              '(default: %(default)s)')
-    parser.add_argument('--max-speed', type=float, default=DEFAULT_MAX_SPEED_MPS,
-                        metavar='V', help="the filter's motion bound in m/s "
-                                          '(default: %(default)s)')
+    add_filter_arguments(parser, default='hmm')
     parser.add_argument('--every', type=int, default=1, help='use every N-th image')
     parser.add_argument('--dry-run', action='store_true',
                         help='fit and report, but do not write the manifest')

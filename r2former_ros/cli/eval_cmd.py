@@ -12,6 +12,7 @@ from pathlib import Path
 import sys
 from typing import Any
 
+from r2former_ros.cli.filter_args import add_filter_arguments
 from r2former_ros.cli.model_args import AUTO_BACKBONE_HELP, add_model_arguments
 from r2former_ros.core.errors import ConfigError
 
@@ -42,6 +43,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument('--no-calibrate', action='store_true',
                         help='do not calibrate an uncalibrated map in memory')
     parser.add_argument('--max-queries', type=int, help='stop after this many queries')
+    add_filter_arguments(parser)  # sequence filter (H12): bag order, or file order = time
     parser.add_argument('--json', type=Path, help='also write the results here (JSON)')
     parser.add_argument('--plots', type=Path, help='write PNG plots into this directory')
     parser.set_defaults(func=run)
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                                        retrieval_top_k=max(100, args.rerank_top),
                                        confidence_threshold=args.confidence_threshold,
                                        calibrate=not args.no_calibrate,
-                                       max_queries=args.max_queries)
+                                       max_queries=args.max_queries,
+                                       filter=args.filter, max_speed_mps=args.max_speed)
     if args.rerank_top and not model.has_reranker:
         print('note: this model has no reranker; reporting global-only recall', file=sys.stderr)
 

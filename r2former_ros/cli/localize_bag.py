@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any
 
+from r2former_ros.cli.filter_args import add_filter_arguments
 from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments
 from r2former_ros.core.errors import BagError
 from r2former_ros.core.io import result_messages as rm
@@ -116,8 +117,8 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
                 if record is None:
                     break
                 decode_ms = (time.perf_counter() - start) * 1e3  # bag read + decode
-                result, query_local = localizer.localize_image(record.rgb,
-                                                               token_pairs=match_image)
+                result, query_local = localizer.localize_image(
+                    record.rgb, token_pairs=match_image, stamp_s=record.stamp_ns * 1e-9)
                 stamp = record.stamp_ns
                 fields = rm.place_recognition_fields(
                     result, stamp_ns=stamp, frame_id=frame_id, map_frame_id=map_frame_id,
@@ -179,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     config = LocalizerConfig(retrieval_top_k=args.retrieval_top_k,
                              rerank_top_n=args.rerank_top_n, result_top_k=args.result_top_k,
                              confidence_threshold=args.confidence_threshold,
-                             threshold_m=args.threshold_m)
+                             threshold_m=args.threshold_m, filter=args.filter,
+                             max_speed_mps=args.max_speed)
     localizer = Localizer(model, database, config)
     summary = replay_bag(localizer, args.bag, args.image_topic, args.out, args.csv,
                          match_image=args.match_image, map_frame_id=args.map_frame_id)
@@ -212,6 +214,7 @@ def register(subparsers: Any) -> None:
                         default=defaults.confidence_threshold)
     parser.add_argument('--threshold-m', type=float, default=defaults.threshold_m)
     parser.add_argument('--map-frame-id', default='map')
+    add_filter_arguments(parser)  # sequence filter over the bag's images (H12)
     parser.add_argument('--match-image', action='store_true', help='also record match_image')
     parser.set_defaults(func=run)
 

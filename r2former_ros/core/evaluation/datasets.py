@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 import math
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,12 @@ class EvalQuery:
     east: float | None = None  # position in the map's ENU frame (metres)
     north: float | None = None
     positives: NDArray[np.int64] | None = None  # index ground truth (VPR-Bench)
+    stamp_s: float | None = None  # capture time (bags); None: one frame after the previous
+
+
+def _holding(rgb: NDArray[np.uint8]) -> Callable[[], NDArray[np.uint8]]:
+    """Return a query loader for an image already in memory (bag images decode as they come)."""
+    return lambda: rgb
 
 
 def _vg_folders(root: Path) -> tuple[Path, Path]:
@@ -87,7 +94,7 @@ def load_vg_dataset(root: str | Path) -> DatasetSpec:
     queries = []
     for path in q_files:
         vg = parse_vg_name(path.name)
-        queries.append(EvalQuery(path.name, lambda p=path: read_image_file(p),
+        queries.append(EvalQuery(path.name, partial(read_image_file, path),
                                  vg.utm_east - origin_e, vg.utm_north - origin_n))
     first = positions[0]
     return DatasetSpec(root.name, 'vg', db_files, positions,
@@ -113,7 +120,7 @@ def load_vprbench_dataset(root: str | Path, threshold_m: float = 25.0) -> Datase
     for i, path in enumerate(data.query_files):
         pos = data.positives[i]
         east = float(pos.mean()) * spacing if pos.size else None
-        queries.append(EvalQuery(path.name, lambda p=path: read_image_file(p), east,
+        queries.append(EvalQuery(path.name, partial(read_image_file, path), east,
                                  0.0 if east is not None else None, pos))
     return DatasetSpec(data.name, 'vprbench', list(data.ref_files), positions, (0.0, 0.0, 0.0),
                        queries, [f'recall from ground_truth_new.npy; positions synthetic '
@@ -173,7 +180,8 @@ def bag_queries(bag_paths: str | Path | Sequence[str | Path], image_topic: str,
                 stats['skipped_no_gps'] += 1
                 continue
             rgb = record.rgb
-            yield EvalQuery(f'{Path(record.bag_path).name}#{record.index}', lambda im=rgb: im,
-                            float(tags.east[0]), float(tags.north[0]))
+            yield EvalQuery(f'{Path(record.bag_path).name}#{record.index}', _holding(rgb),
+                            float(tags.east[0]), float(tags.north[0]),
+                            stamp_s=record.stamp_ns * 1e-9)
 
     return generate(), stats

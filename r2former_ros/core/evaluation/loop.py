@@ -44,6 +44,12 @@ from r2former_ros.core.evaluation.metrics import (
     roc_auc,
 )
 from r2former_ros.core.evaluation.tables import model_banner, weights_kind
+from r2former_ros.core.evaluation.trust import (
+    filtered_ranking,
+    is_covered,
+    true_place,
+    trust_summary,
+)
 from r2former_ros.core.localize.calibration import (
     expected_calibration_error,
     fit_map_calibration,
@@ -51,6 +57,7 @@ from r2former_ros.core.localize.calibration import (
 )
 from r2former_ros.core.localize.confidence import ConfidenceModel, confidence_features
 from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
+from r2former_ros.core.localize.sequence_filter import DEFAULT_MAX_SPEED_MPS, ObservationModel
 from r2former_ros.core.mapdb import MapDatabase
 from r2former_ros.core.mapdb.thumbnails import DEFAULT_THUMBNAIL_WIDTH, resize_to_width
 from r2former_ros.core.places.base import PlaceModel
@@ -70,6 +77,8 @@ class EvalSettings:
     confidence_threshold: float = 0.5
     calibrate: bool = True  # calibrate maps that have none, in memory
     max_queries: int | None = None
+    filter: str = 'none'  # 'hmm': the queries are a drive, in time order (sequence filter)
+    max_speed_mps: float = DEFAULT_MAX_SPEED_MPS
 
     def localizer_config(self, has_reranker: bool) -> LocalizerConfig:
         top_k = max(self.retrieval_top_k, CURVE_MAX_N, self.rerank_top_n)
@@ -77,7 +86,8 @@ class EvalSettings:
                                rerank_top_n=self.rerank_top_n if has_reranker else 0,
                                result_top_k=min(top_k, CURVE_MAX_N),
                                confidence_threshold=self.confidence_threshold,
-                               threshold_m=self.threshold_m).validate()
+                               threshold_m=self.threshold_m, filter=self.filter,
+                               max_speed_mps=self.max_speed_mps).validate()
 
 
 @dataclass
@@ -91,6 +101,9 @@ class EvalResult:
     confidence_uncalibrated: NDArray[np.float64]
     top1_correct: NDArray[np.bool_]
     failures: list[dict[str, Any]] = field(default_factory=list)  # wrong top-1s, for the mosaic
+    # Per query, for the track plot: 'true' (closest map place, -1 unknown), 'single' (top-1),
+    # 'published' (the filter's place, or the top-1 without a filter), 'outside_prob'.
+    track: dict[str, NDArray[Any]] = field(default_factory=dict)
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -103,6 +116,8 @@ def _is_true(query: EvalQuery, ids: NDArray[np.int64], east: NDArray[np.float64]
              north: NDArray[np.float64], threshold_m: float) -> NDArray[np.bool_]:
     if query.positives is not None:
         return np.isin(ids, query.positives)
+    if query.east is None or query.north is None:
+        raise ConfigError(f'query {query.name} has neither a position nor positive ids')
     dist = np.hypot(east[ids] - query.east, north[ids] - query.north)
     return dist <= threshold_m
 
@@ -131,7 +146,8 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
     config = settings.localizer_config(model.has_reranker)
     localizer = Localizer(model, database, config)
     stored = localizer.confidence
-    calibration_source = 'map manifest' if stored.calibrated else 'none'
+    calibrated = localizer.calibrated
+    calibration_source = 'map manifest' if calibrated else 'none'
     calibration_info: dict[str, Any] = dict(stored.info)
     if not stored.calibrated and settings.calibrate:
         fitted = fit_map_calibration(database, model, settings.threshold_m,
@@ -140,11 +156,19 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
         if fitted.calibrated:
             localizer.confidence = fitted
             calibration_source = 'fitted in memory on the map images'
+            # Self-calibration covers single frames only: the filtered confidence stays raw.
+            calibrated = localizer.filter is None
+            if localizer.filter is not None and not localizer.filter.observation.fitted:
+                localizer.filter.observation = ObservationModel.from_dict(
+                    fitted.info.get('observation'))
     uncalibrated = ConfidenceModel(threshold_m=settings.threshold_m)
     east = np.asarray(database.places['east'], dtype=np.float64)
     north = np.asarray(database.places['north'], dtype=np.float64)
     timings: dict[str, list[float]] = {'extract': [], 'retrieve': [], 'rerank': [], 'total': []}
     g_rows, r_rows, conf, conf_raw, names = [], [], [], [], []
+    f_rows, published_right, covered = [], [], []
+    track: dict[str, list[float]] = {'true': [], 'single': [], 'published': [],
+                                     'outside_prob': []}
     failures: list[dict[str, Any]] = []
     reranked = bool(config.rerank_top_n)
     for count, query in enumerate(queries):
@@ -166,6 +190,23 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
         r_true = _is_true(query, ids[:CURVE_MAX_N], east, north, settings.threshold_m)
         g_rows.append(_pad(g_true, CURVE_MAX_N))
         r_rows.append(_pad(r_true, CURVE_MAX_N))
+        covered.append(is_covered(query, east, north, settings.threshold_m))
+        published = int(ids[0]) if ids.size else -1
+        right = bool(r_true[:1].any())
+        outside_prob = float('nan')
+        if localizer.filter is not None:
+            # The published place and confidence are the filter's (the node's output).
+            estimate, conf[-1] = localizer.filter_step(ids, ranking, query.stamp_s)
+            published, outside_prob = estimate.place_id, estimate.outside_prob
+            f_true = _is_true(query, filtered_ranking(published, ids)[:CURVE_MAX_N], east,
+                              north, settings.threshold_m)
+            f_rows.append(_pad(f_true, CURVE_MAX_N))
+            right = bool(f_true[0])
+        published_right.append(right)
+        track['true'].append(true_place(query, east, north))
+        track['single'].append(int(ids[0]) if ids.size else -1)
+        track['published'].append(published)
+        track['outside_prob'].append(outside_prob)
         names.append(query.name)
         timings['extract'].append(extract_ms)
         timings['retrieve'].append(stage_ms.get('retrieve', 0.0))
@@ -183,14 +224,29 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
             progress(f'{count + 1} queries')
     g_correct = np.asarray(g_rows, dtype=bool).reshape(-1, CURVE_MAX_N)
     r_correct = np.asarray(r_rows, dtype=bool).reshape(-1, CURVE_MAX_N)
-    conf_arr, raw_arr = np.asarray(conf), np.asarray(conf_raw)
-    top1 = r_correct[:, 0] if r_correct.size else np.zeros(0, dtype=bool)
-    summary = _summary(model, database, settings, config, reranked, g_correct, r_correct,
-                       conf_arr, raw_arr, top1, timings, calibration_source, calibration_info)
+    conf_arr, raw_arr = np.asarray(conf, dtype=np.float64), np.asarray(conf_raw)
+    top1 = np.asarray(published_right, dtype=bool)
+    in_map = np.asarray(covered, dtype=bool)
+    f_correct = (np.asarray(f_rows, dtype=bool).reshape(-1, CURVE_MAX_N)
+                 if localizer.filter is not None else None)
+    # Recall@N counts the queries the map covers (the usual convention); the rest are reported
+    # under outside_map.
+    summary = _summary(model, database, settings, config, reranked, g_correct[in_map],
+                       r_correct[in_map], conf_arr, raw_arr, top1, timings, calibration_source,
+                       calibration_info)
+    summary.update(trust_summary(conf_arr, top1, in_map, settings.confidence_threshold,
+                                 f_correct))
+    summary.update({'filter': config.filter, 'max_speed_mps': float(config.max_speed_mps),
+                    'calibrated': bool(calibrated),
+                    # Per query (drive order): closest true place, single-frame top-1, published
+                    # place, P(not in map) (None without a filter).
+                    'track': {key: [None if value != value else value for value in values]
+                              for key, values in track.items()}})
     summary.update(extra or {})
     for failure in failures:
         failure['thumbs'] = [database.thumbnail(i) for i in failure['ids']]
-    return EvalResult(summary, g_correct, r_correct, conf_arr, raw_arr, top1, failures)
+    return EvalResult(summary, g_correct, r_correct, conf_arr, raw_arr, top1, failures,
+                      {key: np.asarray(values) for key, values in track.items()})
 
 
 def _summary(model: PlaceModel, database: MapDatabase, settings: EvalSettings,
@@ -218,7 +274,7 @@ def _summary(model: PlaceModel, database: MapDatabase, settings: EvalSettings,
                          'global': list(recall_at_n(g_correct, curve_ns).values()),
                          'reranked': list(recall_at_n(r_correct, curve_ns).values())},
         'latency_ms': latency_stats(timings),
-        'ece': expected_calibration_error(conf, top1),
+        'ece': expected_calibration_error(conf, top1),  # the published confidence
         'ece_uncalibrated': expected_calibration_error(raw, top1),
         'confidence': {
             'calibration': calibration_source,

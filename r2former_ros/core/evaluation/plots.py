@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.evaluation.loop import EvalResult
 from r2former_ros.core.evaluation.metrics import precision_recall_curve
@@ -78,7 +80,9 @@ def plot_reliability(result: EvalResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color='grey', ls=':', label='perfect')
     conf = result.summary['confidence']
-    for key, label, marker in (('reliability', f'confidence (ECE {result.summary["ece"]:.3f})',
+    published = 'filtered confidence' if result.summary.get('filter', 'none') != 'none' \
+        else 'confidence'
+    for key, label, marker in (('reliability', f'{published} (ECE {result.summary["ece"]:.3f})',
                                 'o-'),
                                ('reliability_uncalibrated',
                                 f'uncalibrated (ECE {result.summary["ece_uncalibrated"]:.3f})',
@@ -93,13 +97,41 @@ def plot_reliability(result: EvalResult, path: Path) -> Path:
     return _finish(fig, ax, result, 'reliability', path)
 
 
+def plot_track(result: EvalResult, path: Path) -> Path | None:
+    """Place along the drive: the true one, the single-frame top-1 and the published one."""
+    track = result.track
+    if not track or not len(track.get('published', [])):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    frames = np.arange(len(track['published']))
+    known = track['true'] >= 0
+    ax.plot(frames[known], track['true'][known], '-', color='grey', lw=3, alpha=0.5,
+            label='true (closest map place)')
+    ax.plot(frames, track['single'], 'x', color='tab:orange', label='single-frame top-1')
+    filtered = result.summary.get('filter', 'none') != 'none'
+    if filtered:
+        ax.plot(frames, track['published'], '.-', color='tab:blue', lw=1,
+                label='sequence filter (published)')
+        outside = np.nan_to_num(track['outside_prob']) > 0.5
+        if outside.any():
+            ax.plot(frames[outside], track['published'][outside], 's', mfc='none',
+                    color='tab:red', label='filter: P(not in map) > 0.5')
+    ax.set_xlabel('frame (drive order)')
+    ax.set_ylabel('map place id')
+    return _finish(fig, ax, result, 'place along the drive', path)
+
+
 def write_plots(result: EvalResult, out_dir: str | Path) -> list[Path]:
-    """Recall curve, confidence precision-recall, reliability diagram and the failure mosaic."""
+    """Recall curve, confidence precision-recall, reliability, track and failure mosaic."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [plot_recall(result, out / 'recall_at_n.png'),
              plot_precision_recall(result, out / 'confidence_pr.png'),
              plot_reliability(result, out / 'reliability.png')]
+    track = plot_track(result, out / 'place_track.png')
+    if track is not None:
+        paths.append(track)
     mosaic = failure_mosaic(result, out / 'wrong_top1_mosaic.png')
     if mosaic is not None:
         paths.append(mosaic)

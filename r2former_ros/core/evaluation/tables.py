@@ -53,4 +53,18 @@ def format_table(summary: dict[str, Any]) -> str:
                  f'(uncalibrated {summary["ece_uncalibrated"]:.3f}), AP '
                  f'{"n/a" if ap is None else f"{ap:.3f}"}, accepted at >= {conf["threshold"]:g}: '
                  f'{conf["accepted_fraction"]:.2f}')
+    if summary.get('recall_filtered'):
+        lines.append(f'{"filtered":10}' + ''.join(f'{v:8.3f}'
+                                                  for v in summary['recall_filtered'].values())
+                     + f'  (sequence filter, max speed {summary["max_speed_mps"]:g} m/s)')
+    if 'matched_fraction' in summary:
+        precision = summary['matched_precision']
+        outside = summary['outside_map']
+        lines.append(f'published: matched {summary["matched_fraction"]:.2f} of queries, '
+                     f'{"n/a" if precision is None else f"{precision:.3f}"} of them right; '
+                     f'ECE {summary["ece"]:.3f}'
+                     + ('' if summary.get('calibrated', True) else ' (raw score: uncalibrated '
+                        'for these settings)')
+                     + (f'; outside the map: {outside["num_queries"]} queries, matched '
+                        f'{outside["matched_fraction"]:.2f}' if outside['num_queries'] else ''))
     return '\n'.join(lines)

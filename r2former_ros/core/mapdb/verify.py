@@ -99,5 +99,7 @@ def calibration_summary(block: dict[str, Any] | None) -> dict[str, Any]:
     return {'reason': reason, 'ece': ece,
             'ece_kind': 'cross-validated' if cross_validated is not None else 'in-sample',
             'ece_filtered': ece_cv.get('filtered'),
-            'source': (block.get('source') or {}).get('kind') or info.get('method'),
+            'source': (' '.join(str(v) for v in ((block.get('source') or {}).get('kind'),
+                                                 (block.get('source') or {}).get('drive')) if v)
+                       or info.get('method')),
             'settings': block.get('settings')}
