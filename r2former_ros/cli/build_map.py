@@ -24,6 +24,7 @@ from r2former_ros.core.mapping import (
     BuildReport,
     read_topics,
 )
+from r2former_ros.core.mapping.decode_pool import DEFAULT_DECODE_THREADS
 
 PROG = 'build_map'
 
@@ -112,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(mdl)
     mdl.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE,
                      help=f'images per model call (default {DEFAULT_BATCH_SIZE})')
+    mdl.add_argument('--decode-threads', type=int, default=DEFAULT_DECODE_THREADS, metavar='N',
+                     help='images decoded in parallel (default: one per core, here '
+                          f'{DEFAULT_DECODE_THREADS})')
     out = parser.add_argument_group('output')
     out.add_argument('--out', metavar='MAP_DIR', help='map directory to write')
     mode = out.add_mutually_exclusive_group()
@@ -168,6 +172,7 @@ def _options(args: argparse.Namespace) -> BuildOptions:
         pose_topic=args.pose_topic, images_dir=args.images, csv_file=args.csv,
         layout=args.layout, min_distance_m=args.min_distance, min_interval_s=args.min_interval,
         all_frames=args.all_frames, max_gps_gap_s=args.max_gps_gap, batch_size=args.batch_size,
+        decode_threads=args.decode_threads,
         append=args.append, overwrite=args.overwrite, local_format=args.local_format,
         index_type=args.index, index_top_k=args.index_top_k,
         index_target_recall=args.index_recall, index_budget_ms=args.index_budget_ms,

@@ -93,6 +93,38 @@ class ImageRecord:
     receive_ns: int = 0
 
 
+@dataclass(frozen=True)
+class EncodedImage:
+    """
+    One image message whose pixels are not decoded yet (see :func:`iter_encoded_images`).
+
+    Decoding is the expensive step (a 640x480 JPEG takes milliseconds); cv2 releases the GIL
+    while it decodes, so callers can :meth:`decode` several of these in threads.
+    """
+
+    stamp_ns: int
+    bag_path: str
+    topic: str
+    index: int
+    receive_ns: int
+    msgtype: str
+    message: Any
+
+    def decode(self) -> np.ndarray:
+        """
+        Return the (H, W, 3) uint8 RGB pixels.
+
+        Raises:
+            ImageError: The image cannot be decoded; the text names bag, topic and message.
+
+        """
+        try:
+            return _decode_image(self.message, self.msgtype)
+        except ImageError as err:
+            raise ImageError(f'bag {self.bag_path} topic {self.topic} message {self.index}: '
+                             f'{err}') from err
+
+
 @dataclass
 class _OpenBag:
     """An open reader and what it holds."""
@@ -436,21 +468,44 @@ def iter_images(
         ConfigError: Unknown stamp_source.
 
     """
+    encoded_images = iter_encoded_images(paths, topics, stamp_source=stamp_source,
+                                         select=select)
+    try:
+        for encoded in encoded_images:
+            try:
+                rgb = encoded.decode()
+            except ImageError as err:
+                if not skip_undecodable:
+                    raise
+                _LOG.warning('skipping undecodable image: %s', err)
+                if on_skip is not None:
+                    on_skip(str(err))
+                continue
+            yield ImageRecord(encoded.stamp_ns, encoded.bag_path, encoded.topic, encoded.index,
+                              rgb, encoded.receive_ns)
+    finally:
+        encoded_images.close()  # releases the open bag now, also when the caller stops early
+
+
+def iter_encoded_images(
+    paths: Paths,
+    topics: str | Iterable[str],
+    *,
+    stamp_source: str = 'header',
+    select: Callable[[str, str, int], bool] | None = None,
+) -> Iterator[EncodedImage]:
+    """
+    Stream the (selected) image messages of the topics without decoding their pixels.
+
+    Same arguments, order and errors as :func:`iter_images`, which decodes these one by one;
+    map building decodes them in a thread pool instead.
+    """
     for path, connection, index, stamp, receive_ns, message in _image_messages(
             paths, topics, stamp_source):
         if select is not None and not select(str(path), connection.topic, index):
             continue
-        try:
-            rgb = _decode_image(message, connection.msgtype)
-        except ImageError as err:
-            text = f'bag {path} topic {connection.topic} message {index}: {err}'
-            if not skip_undecodable:
-                raise ImageError(text) from err
-            _LOG.warning('skipping undecodable image: %s', text)
-            if on_skip is not None:
-                on_skip(text)
-            continue
-        yield ImageRecord(stamp, str(path), connection.topic, index, rgb, receive_ns)
+        yield EncodedImage(stamp, str(path), connection.topic, index, receive_ns,
+                           connection.msgtype, message)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from r2former_ros.core.mapdb import (
     PlaceRecord,
     resize_to_width,
 )
+from r2former_ros.core.mapping.decode_pool import decode_in_order
 from r2former_ros.core.mapping.options import BuildOptions, progress_bar
 from r2former_ros.core.mapping.plan import PlaceKey, Plan
 from r2former_ros.core.mapping.prefetch import Prefetcher
@@ -95,28 +96,42 @@ def _batches(
             close()
 
 
+def _decoded(pairs: Iterator[tuple[tuple[PlaceKey, Any], NDArray[np.uint8] | ImageError]],
+             skips: list[str]) -> Iterator[tuple[PlaceKey, NDArray[np.uint8]]]:
+    """Pass decoded images on; log and count the ones that failed."""
+    for (key, _job), result in pairs:
+        if isinstance(result, ImageError):
+            LOG.warning('skipping undecodable image: %s', result)
+            skips.append(str(result))
+            continue
+        yield key, result
+
+
 def _bag_pairs(opts: BuildOptions, plan: Plan,
                skips: list[str]) -> Iterator[tuple[PlaceKey, NDArray[np.uint8]]]:
-    """Decode the planned images of the bags (second pass)."""
-    records = bags.iter_images(
+    """Decode the planned images of the bags (second pass), in a thread pool."""
+    messages = bags.iter_encoded_images(
         opts.bags, opts.image_topic or '', stamp_source=opts.stamp_source,
-        skip_undecodable=True, select=lambda bag, _topic, index: (bag, index) in plan.places,
-        on_skip=skips.append)
+        select=lambda bag, _topic, index: (bag, index) in plan.places)
+    jobs = (((m.bag_path, m.index), m) for m in messages)
+    decoded = decode_in_order(jobs, lambda job: job[1].decode(), opts.decode_threads)
     try:
-        for record in records:
-            yield (record.bag_path, record.index), record.rgb
+        yield from _decoded(decoded, skips)
     finally:
-        records.close()
+        # Stops the decoders before the bag they read is closed.
+        decoded.close()
+        messages.close()
 
 
-def _folder_pairs(plan: Plan, skips: list[str]) -> Iterator[tuple[PlaceKey, NDArray[np.uint8]]]:
-    """Read the planned images of a folder."""
-    for key, planned in plan.places.items():
-        try:
-            yield key, read_image_file(planned.path or '')
-        except ImageError as err:
-            LOG.warning('skipping undecodable image: %s', err)
-            skips.append(str(err))
+def _folder_pairs(opts: BuildOptions, plan: Plan,
+                  skips: list[str]) -> Iterator[tuple[PlaceKey, NDArray[np.uint8]]]:
+    """Read the planned images of a folder, in a thread pool."""
+    jobs = ((key, planned.path or '') for key, planned in plan.places.items())
+    decoded = decode_in_order(jobs, lambda job: read_image_file(job[1]), opts.decode_threads)
+    try:
+        yield from _decoded(decoded, skips)
+    finally:
+        decoded.close()
 
 
 def _big_enough(pairs: Iterator[tuple[PlaceKey, NDArray[np.uint8]]], plan: Plan,
@@ -155,7 +170,7 @@ def extract_places(opts: BuildOptions, plan: Plan, model: PlaceModel, writer: Ma
     """
     skips: list[str] = []
     pairs = _big_enough(_bag_pairs(opts, plan, skips) if opts.bags else
-                        _folder_pairs(plan, skips), plan, skips)
+                        _folder_pairs(opts, plan, skips), plan, skips)
     kept = [0] * len(plan.sources)
     batches = _batches(pairs, model, opts.batch_size, opts.thumbnails, timing)
     with Prefetcher(batches, PREFETCH_BATCHES) as prefetched, \

@@ -15,6 +15,7 @@ from r2former_ros.core.errors import ConfigError, MapError
 from r2former_ros.core.io import folders as image_sources
 from r2former_ros.core.mapdb import LOCAL_FORMATS, MANIFEST_NAME
 from r2former_ros.core.mapdb.tuning import TuneSettings
+from r2former_ros.core.mapping.decode_pool import DEFAULT_DECODE_THREADS
 
 DEFAULT_MIN_DISTANCE_M = 2.0
 DEFAULT_MAX_GPS_GAP_S = 1.0
@@ -46,6 +47,7 @@ class BuildOptions:
     max_gps_gap_s: float = DEFAULT_MAX_GPS_GAP_S
     stamp_source: str = 'header'
     batch_size: int = DEFAULT_BATCH_SIZE
+    decode_threads: int = DEFAULT_DECODE_THREADS  # images decoded in parallel (cv2 frees the GIL)
     append: bool = False
     overwrite: bool = False
     local_format: str = 'int8'
@@ -100,6 +102,8 @@ def check_options(opts: BuildOptions) -> None:
         raise ConfigError('--append and --overwrite exclude each other')
     if opts.batch_size < 1:
         raise ConfigError(f'batch size must be >= 1, got {opts.batch_size}')
+    if opts.decode_threads < 1:
+        raise ConfigError(f'decode threads must be >= 1, got {opts.decode_threads}')
     if not opts.max_gps_gap_s > 0:
         raise ConfigError(f'max GPS gap must be > 0 s, got {opts.max_gps_gap_s}')
     if not opts.all_frames and opts.min_distance_m is None and opts.min_interval_s is None:
