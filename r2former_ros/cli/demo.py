@@ -91,7 +91,7 @@ def choose_model(args: argparse.Namespace) -> tuple[Any, list[str]]:
     if backbone in ('auto', 'r2former') and checkpoint is None:
         found = default_checkpoint()
         checkpoint = str(found) if found else None
-    lines = []
+    lines: list[str] = []
     if backbone == 'auto':
         if checkpoint:
             backbone = 'r2former'
@@ -212,22 +212,23 @@ def _check_out(out: Path) -> None:
         raise ConfigError(f'--out {out} is a file; give a directory (it is created if missing)')
 
 
-def _quiet_libraries() -> None:
-    """Keep third-party chatter (matplotlib's font cache notice) out of the demo's output."""
-    for name in ('matplotlib', 'matplotlib.font_manager', 'PIL'):
-        logging.getLogger(name).setLevel(logging.WARNING)
+# Kept out of the demo's output (warnings still show): matplotlib announces a rebuilt font cache,
+# faiss which CPU build it loads, and the map build's INFO lines repeat the demo's stage lines.
+CHATTY_LOGGERS = ('matplotlib', 'PIL', 'faiss', 'r2former_ros.core.mapping')
 
 
 @contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    """Hide a logger's warnings for a block (errors still show)."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+def _quiet(*logger_names: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Raise loggers to ``level`` for a block (ERROR: warnings hidden too); restore after."""
+    loggers = [logging.getLogger(name) for name in logger_names]
+    before = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, old in zip(loggers, before, strict=True):
+            logger.setLevel(old)
 
 
 def _bar(total: int, what: str) -> Any:
@@ -240,15 +241,18 @@ def _bar(total: int, what: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the bags, build the map, localize once, measure, draw; say where it all went."""
+    _check_out(args.out)  # before the heavy imports: a wrong --out fails at once
+    with _quiet(*CHATTY_LOGGERS, level=logging.WARNING):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out: Path = args.out
-    _check_out(out)  # before the heavy imports: a wrong --out fails at once
-
     from r2former_ros.cli.demo_report import StageTimes, console_table  # noqa: PLC0415
     from r2former_ros.core import evaluation  # noqa: PLC0415
     from r2former_ros.core.mapping import BuildOptions, build_map  # noqa: PLC0415
 
-    _quiet_libraries()
     data = demo_data_dir()
     refs = sorted((data / 'ref').glob('*.jpg'))
     queries = sorted((data / 'query').glob('*.jpg'))
