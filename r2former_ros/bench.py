@@ -7,6 +7,9 @@ Everything is self-contained (seeded weights unless --checkpoint, synthetic bloc
 parity fixture's), so the numbers are comparable across machines. Faithful = fp32, TF32 off,
 explicit attention, the reference's operations. Fast = top-k correspondences, SDPA, cls-only last
 blocks, and (opt-in, reported separately) bf16.
+
+Every timing is taken after one warm-up call and repeated at least 5 times; the headline number
+(e.g. `rerank_ms_fast`) is the median, and `timings` holds the median, the min and every repeat.
 """
 
 from __future__ import annotations
@@ -57,8 +60,22 @@ def synthetic_images(count: int, height: int = 480, width: int = 640,
     return np.stack(images)
 
 
-def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    """Median wall time in ms of `fn` after one warm-up call."""
+MIN_REPEATS = 5
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeats: int,
+          per: int = 1) -> dict[str, Any]:
+    """
+    Wall time of `fn` in ms after one warm-up call: median, min and every repeat.
+
+    Args:
+        fn: the work to time.
+        device: synchronised around each call on CUDA, so queued kernels are counted.
+        repeats: timed calls (at least MIN_REPEATS).
+        per: divide every time by this (e.g. images in a batch, queries in a loop).
+    """
+    if repeats < MIN_REPEATS:
+        raise ValueError(f'repeats={repeats}: a timing needs at least {MIN_REPEATS}')
     fn()
     times = []
     for _ in range(repeats):
@@ -68,8 +85,29 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
         fn()
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        times.append((time.perf_counter() - start) * 1e3 / per)
+    return {'median_ms': statistics.median(times), 'min_ms': min(times), 'repeats_ms': times}
+
+
+class Timings:
+    """Collects timings: the median goes into the result under `key`, the details under timings."""
+
+    def __init__(self, result: dict[str, Any], device: torch.device, repeats: int) -> None:
+        self.result = result
+        self.device = device
+        self.repeats = repeats
+        result['timings'] = {}
+
+    def __call__(self, key: str, fn: Callable[[], Any], per: int = 1,
+                 repeats: int | None = None) -> float:
+        start = time.perf_counter()
+        timing = timed(fn, self.device, repeats or self.repeats, per)
+        # progress on stderr, so a slow run shows where it is; stdout stays pure JSON
+        print(f'bench: {key} median {timing["median_ms"]:.2f} ms ({len(timing["repeats_ms"])} '
+              f'repeats, {time.perf_counter() - start:.0f} s)', file=sys.stderr, flush=True)
+        self.result['timings'][key] = timing
+        self.result[key] = timing['median_ms']
+        return timing['median_ms']
 
 
 def top10(scores: np.ndarray) -> list[int]:
@@ -105,7 +143,7 @@ def map_storage(features: ImageFeatures, db_local: np.ndarray, model_identity: d
         return database.bytes_per_place(), database.local_features(np.arange(count))
 
 
-def retrieval_figures(index_size: int, dim: int = 256, queries: int = 200,
+def retrieval_figures(measure: Timings, index_size: int, dim: int = 256, queries: int = 200,
                       seed: int = 0) -> dict[str, Any]:
     """Exact and approximate faiss search on a synthetic map of `index_size` unit vectors."""
     rng = np.random.default_rng(seed)
@@ -118,16 +156,15 @@ def retrieval_figures(index_size: int, dim: int = 256, queries: int = 200,
     query = query + 0.05 * rng.normal(size=query.shape).astype(np.float32)
     out: dict[str, Any] = {'retrieval_index_size': index_size}
     exact = retrieval.build_index(vectors, 'exact')
-    start = time.perf_counter()
-    for row in query:
-        retrieval.search(exact, row[None], 100)
-    out['retrieval_ms_per_query'] = (time.perf_counter() - start) * 1e3 / queries
+
+    def search_all(index: Any) -> None:
+        for row in query:
+            retrieval.search(index, row[None], 100)
+
+    measure('retrieval_ms_per_query', lambda: search_all(exact), per=queries)
     if index_size >= 10_000:
         approx = retrieval.build_index(vectors, 'hnsw')
-        start = time.perf_counter()
-        for row in query:
-            retrieval.search(approx, row[None], 100)
-        out['retrieval_ms_per_query_hnsw'] = (time.perf_counter() - start) * 1e3 / queries
+        measure('retrieval_ms_per_query_hnsw', lambda: search_all(approx), per=queries)
         out['retrieval_recall_at_100_hnsw_vs_exact'] = float(
             retrieval.recall_vs_exact(approx, exact, query, 100))
     return out
@@ -147,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint).to(device)
     config = model.config
-    repeats = args.repeats or (5 if device.type == 'cuda' else 1)
+    repeats = args.repeats
     distinct = min(args.candidates + 1, 33 if device.type == 'cuda' else 9)
     images = synthetic_images(max(distinct, args.extract_batch))
     batch = preprocess(images, config.input_hw, config.mean, config.std, device)
@@ -159,27 +196,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         'torch': torch.__version__,
         'candidates': args.candidates,
         'weights': args.checkpoint or 'seeded-random',
+        'repeats': repeats,
+        'timing': 'median (and min) of the repeats after one warm-up call, in ms',
+        # other processes on the machine slow every figure down; say how busy it was
+        'load_average_1m_at_start': os.getloadavg()[0],
     }
+    measure = Timings(result, device, repeats)
 
     # Extraction: faithful fp32 vs fast (SDPA) vs fast + reduced precision on GPU.
     one = batch[:1]
     full = batch[:args.extract_batch]
-    result['extract_ms_batch1'] = timed(lambda: model.encode(one), device, repeats)
-    result['extract_ms_per_image_batch32'] = timed(
-        lambda: model.encode(full), device, max(1, repeats // 2)) / full.shape[0]
+    measure('extract_ms_batch1', lambda: model.encode(one))
+    measure('extract_ms_per_image_batch32', lambda: model.encode(full), per=full.shape[0],
+            repeats=args.batch_repeats)
     result['extract_batch'] = int(full.shape[0])
-    result['extract_ms_batch1_fast'] = timed(lambda: model.encode(one, fast=True), device, repeats)
-    result['extract_ms_per_image_batch32_fast'] = timed(
-        lambda: model.encode(full, fast=True), device, max(1, repeats // 2)) / full.shape[0]
+    measure('extract_ms_batch1_fast', lambda: model.encode(one, fast=True))
+    measure('extract_ms_per_image_batch32_fast', lambda: model.encode(full, fast=True),
+            per=full.shape[0], repeats=args.batch_repeats)
     faithful = model.encode(batch[:distinct])
     fast = model.encode(batch[:distinct], fast=True)
     result['extract_fast_token_sets_identical'] = bool(all(
         set(a) == set(b) for a, b in zip(faithful.token_index, fast.token_index, strict=True)))
     if device.type == 'cuda':
         bf16 = model.encode(batch[:distinct], fast=True, autocast_dtype=torch.bfloat16)
-        result['extract_ms_per_image_batch32_fast_bf16'] = timed(
-            lambda: model.encode(full, fast=True, autocast_dtype=torch.bfloat16), device,
-            max(1, repeats // 2)) / full.shape[0]
+        measure('extract_ms_per_image_batch32_fast_bf16',
+                lambda: model.encode(full, fast=True, autocast_dtype=torch.bfloat16),
+                per=full.shape[0], repeats=args.batch_repeats)
         result['extract_bf16_token_sets_identical'] = bool(all(
             set(a) == set(b) for a, b in zip(faithful.token_index, bf16.token_index, strict=True)))
 
@@ -195,8 +237,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def fast_scores() -> torch.Tensor:
         return fast_rerank_scores(model.Reranker, query_local, db_local)
 
-    result['rerank_ms_faithful'] = timed(faithful_scores, device, repeats)
-    result['rerank_ms_fast'] = timed(fast_scores, device, repeats)
+    measure('rerank_ms_faithful', faithful_scores)
+    measure('rerank_ms_fast', fast_scores)
     result['rerank_speedup'] = result['rerank_ms_faithful'] / result['rerank_ms_fast']
     score_faithful = faithful_scores().float().cpu().numpy()
     score_fast = fast_scores().float().cpu().numpy()
@@ -210,7 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def bf16_scores() -> torch.Tensor:
             return fast_rerank_scores(model.Reranker, query_local, db_local,
                                       dtype=torch.bfloat16)
-        result['rerank_ms_fast_bf16'] = timed(bf16_scores, device, repeats)
+        measure('rerank_ms_fast_bf16', bf16_scores)
         score_bf16 = bf16_scores().float().cpu().numpy()
         result['rerank_bf16_top10_identical'] = top10(score_faithful) == top10(score_bf16)
         result['rerank_bf16_max_abs_score_diff'] = float(np.abs(score_faithful - score_bf16).max())
@@ -230,12 +272,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result['bytes_per_place'] = result['bytes_per_place_int8']
 
     # Whole loop (image in, place out) with the fast path; retrieval measured separately below.
-    result.update(retrieval_figures(args.index_size))
+    result.update(retrieval_figures(measure, args.index_size))
     loop_ms = (result['extract_ms_batch1_fast'] + result['rerank_ms_fast']
                + result['retrieval_ms_per_query'])
     result['loop_ms_estimate'] = loop_ms
     result['loop_hz_estimate'] = 1e3 / loop_ms
     result['max_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result['load_average_1m_at_end'] = os.getloadavg()[0]
+    result['cpu_count'] = os.cpu_count()
     return result
 
 
@@ -257,13 +301,19 @@ def main(argv: list[str] | None = None) -> int:
                         'extraction figure (default 32)')
     parser.add_argument('--index-size', type=int, default=100_000,
                         help='places in the synthetic retrieval index (default 100000)')
-    parser.add_argument('--repeats', type=int, default=0, help='timed repeats (default: 5 on GPU, '
-                        '1 on CPU)')
+    parser.add_argument('--repeats', type=int, default=MIN_REPEATS,
+                        help=f'timed repeats after a warm-up call (default and minimum '
+                             f'{MIN_REPEATS}; the median and min are reported)')
+    parser.add_argument('--batch-repeats', type=int, default=MIN_REPEATS,
+                        help='timed repeats of the (slow) batch extraction (default and minimum '
+                             f'{MIN_REPEATS})')
     parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: '
                         'torch default)')
     args = parser.parse_args(argv)
     if args.candidates < 10:
         parser.error('--candidates must be at least 10 (the top-10 order is compared)')
+    if min(args.repeats, args.batch_repeats) < MIN_REPEATS:
+        parser.error(f'--repeats and --batch-repeats must be at least {MIN_REPEATS}')
     result = run(args)
     text = json.dumps(result, indent=2)
     print(text)
