@@ -62,9 +62,10 @@ def table_rows(summary: dict[str, Any]) -> dict[str, list[tuple[str, ...]]]:
         confidence.append(_confidence_row(f'sequence filter ({filtered["calibration"]})',
                                           filtered, total))
     lat = summary['latency_ms']
-    latency = [(stage, f'{lat[stage]["mean_ms"]:.1f}', f'{lat[stage]["p90_ms"]:.1f}')
-               for stage in ('decode', 'extract', 'retrieve', 'rerank', 'filter', 'total')
-               if stage in lat]
+    latency: list[tuple[str, ...]] = [
+        (stage, f'{lat[stage]["mean_ms"]:.1f}', f'{lat[stage]["p90_ms"]:.1f}')
+        for stage in ('decode', 'extract', 'retrieve', 'rerank', 'filter', 'total')
+        if stage in lat]
     return {'recall': recall, 'confidence': confidence, 'latency': latency}
 
 

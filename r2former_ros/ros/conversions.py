@@ -63,7 +63,7 @@ def _sequence_element_class(msg: Any, name: str) -> type | None:
     index = list(type(msg).get_fields_and_field_types()).index(name)
     value_type = getattr(slot_types[index], 'value_type', None)
     namespaces = getattr(value_type, 'namespaces', None)
-    if not namespaces:
+    if value_type is None or not namespaces:
         return None
     module = importlib.import_module('.'.join(namespaces))
     return getattr(module, value_type.name)
@@ -78,6 +78,8 @@ def fill_message(msg: Any, fields: Mapping[str, Any]) -> Any:
             setattr(msg, name, array.array('B', bytes(value)))
         elif isinstance(value, list) and value and isinstance(value[0], Mapping):
             element = _sequence_element_class(msg, name)
+            if element is None:
+                raise TypeError(f'{type(msg).__name__}.{name} is not a sequence of messages')
             setattr(msg, name, [fill_message(element(), item) for item in value])
         else:
             setattr(msg, name, value)
@@ -161,8 +163,9 @@ def _at(marker: Marker, position: PlacePosition) -> Marker:
     return marker
 
 
-def places_marker(header: Any, east: Sequence[float], north: Sequence[float],
-                  up: Sequence[float]) -> Marker:
+def places_marker(header: Any, east: Sequence[float] | NDArray[np.floating],
+                  north: Sequence[float] | NDArray[np.floating],
+                  up: Sequence[float] | NDArray[np.floating]) -> Marker:
     """All map places as one SPHERE_LIST (cheap for large maps)."""
     marker = _marker(header, PLACES_NS, 0, Marker.SPHERE_LIST, PLACE_SCALE_M)
     marker.color = ColorRGBA(r=0.55, g=0.65, b=0.8, a=0.6)

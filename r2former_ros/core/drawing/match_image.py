@@ -91,7 +91,8 @@ def _fit_height(rgb: NDArray[np.uint8], height: int) -> NDArray[np.uint8]:
     h, w = rgb.shape[:2]
     width = max(1, int(round(w * height / h)))
     interpolation = cv2.INTER_AREA if height < h else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(rgb), (width, height), interpolation=interpolation)
+    small = cv2.resize(np.ascontiguousarray(rgb), (width, height), interpolation=interpolation)
+    return np.asarray(small, dtype=np.uint8)
 
 
 def _check(rgb: NDArray[np.uint8], what: str) -> None:

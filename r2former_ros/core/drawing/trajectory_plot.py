@@ -9,7 +9,6 @@ panel gives each answer's distance to the truth with the threshold that counts a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,7 @@ def along_track(points_en: ArrayLike, path_en: ArrayLike) -> NDArray[np.float64]
 
 
 def plot_trajectory(path: str | Path, true_en: ArrayLike, best_en: ArrayLike,
-                    right: Sequence[bool], published: Sequence[bool], threshold_m: float,
+                    right: ArrayLike, published: ArrayLike, threshold_m: float,
                     filtered_en: ArrayLike | None = None, title: str = '') -> Path:
     """
     Write the two-panel PNG (along-the-drive positions; distance to the truth).

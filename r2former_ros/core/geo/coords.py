@@ -15,6 +15,7 @@ there, the numbers are just far from a standard UTM grid.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.types import PlacePosition
@@ -53,7 +54,7 @@ _BETA = (
 _ITERATIONS = 8  # each fixed-point step gains a factor ~e^2 = 0.0067; 8 reach machine precision
 
 
-def _arrays(*values: object) -> list[np.ndarray]:
+def _arrays(*values: object) -> list[NDArray[np.float64]]:
     """Broadcast inputs to float64 arrays of a common shape."""
     return list(np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in values)))
 

@@ -298,7 +298,7 @@ def geotag_images(
         origin = (float(usable.lat[0]), float(usable.lon[0]), float(usable.alt[0]))
     index = np.flatnonzero(covered).astype(np.int64)
     kept_ns = stamps[index]
-    if len(usable) and index.size:
+    if len(usable) and index.size and origin is not None:  # origin is set when fixes are
         e, n, u = (
             np.asarray(v, dtype=np.float64).reshape(-1)
             for v in wgs84_to_enu(usable.lat, usable.lon, usable.alt, *origin)

@@ -184,7 +184,8 @@ def pose_fields(result: LocalizationResult, *, stamp_ns: int, map_frame_id: str,
         'pose': {
             'pose': {
                 'position': {'x': position.east, 'y': position.north, 'z': position.up},
-                'orientation': yaw_quaternion(position.heading) if known
+                'orientation': yaw_quaternion(position.heading)
+                if position.heading is not None
                 else {'x': 0.0, 'y': 0.0, 'z': 0.0, 'w': 1.0},
             },
             'covariance': covariance,

@@ -199,8 +199,8 @@ def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64
         raise ConfigError(f"filter '{filter_name}' must be 'none' or 'hmm'")
     east = np.asarray(east, dtype=np.float64)
     north = np.asarray(north, dtype=np.float64)
-    config = FilterConfig(threshold_m=threshold_m, **(
-        {} if max_speed_mps is None else {'max_speed_mps': max_speed_mps})).validate()
+    config = (FilterConfig(threshold_m=threshold_m) if max_speed_mps is None else
+              FilterConfig(threshold_m=threshold_m, max_speed_mps=max_speed_mps)).validate()
     top1 = np.array([f.ids[0] if f.ids.size else 0 for f in frames])
     single_labels = _labels(frames, top1, east, north, threshold_m)
     truth_covered = np.array([np.min(np.hypot(east - f.east, north - f.north)) <= threshold_m

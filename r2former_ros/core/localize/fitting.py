@@ -14,6 +14,7 @@ Fitting helpers shared by the confidence calibrations (map self-queries and driv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import math
 from typing import Any
 
@@ -178,7 +179,8 @@ def fit_platt(logits: ArrayLike, labels: ArrayLike, prior: float = PLATT_PRIOR,
     return float(theta[0]), float(theta[1])
 
 
-def fit_observation_model(scores: list[NDArray[np.floating]], labels: list[NDArray[np.bool_]],
+def fit_observation_model(scores: Sequence[NDArray[np.floating]],
+                          labels: Sequence[NDArray[np.bool_]],
                           true_places: ArrayLike, num_places: int
                           ) -> tuple[ObservationModel, dict[str, Any]]:
     """

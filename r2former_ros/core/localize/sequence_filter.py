@@ -188,7 +188,8 @@ class SequenceFilter:
         share = self._mass[rows] / degree[rows]
         ids, where = np.unique(targets, return_inverse=True)
         self._ids = ids
-        self._mass = np.bincount(where, weights=share, minlength=ids.size)
+        mass = np.bincount(where, weights=share, minlength=ids.size)
+        self._mass = mass.astype(np.float64, copy=False)
         return int(rows.size)
 
     def _mix(self) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 import contextlib
 import math
 from pathlib import Path
+from typing import cast
 
 import faiss
 import numpy as np
@@ -160,6 +161,7 @@ def build_index(
     """
     arr = _check_vectors(vectors)
     n, dim = arr.shape
+    index: faiss.Index
     if index_type == 'exact':
         index = faiss.IndexFlatIP(dim)
     elif index_type == 'ivf':
@@ -168,8 +170,9 @@ def build_index(
         index = faiss.index_factory(dim, f'IVF{cells},Flat', faiss.METRIC_INNER_PRODUCT)
         index.train(_training_sample(arr, cells, seed))
     elif index_type == 'hnsw':
-        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = int(ef_construction)
+        hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = int(ef_construction)
+        index = hnsw
     else:
         raise ConfigError(f'index type must be one of {_TYPES_TEXT}, got {index_type!r}')
     index.add(arr)
@@ -207,7 +210,7 @@ def set_search_params(
     if kind == 'hnsw' and ef_search is not None:
         if ef_search < 1:
             raise ConfigError(f'efSearch must be >= 1, got {ef_search}')
-        faiss.downcast_index(index).hnsw.efSearch = int(ef_search)
+        cast('faiss.IndexHNSWFlat', faiss.downcast_index(index)).hnsw.efSearch = int(ef_search)
 
 
 def search_params(index: faiss.Index) -> dict[str, int]:
@@ -217,7 +220,7 @@ def search_params(index: faiss.Index) -> dict[str, int]:
         ivf = faiss.extract_index_ivf(index)
         return {'nlist': int(ivf.nlist), 'nprobe': int(ivf.nprobe)}
     if kind == 'hnsw':
-        hnsw = faiss.downcast_index(index).hnsw
+        hnsw = cast('faiss.IndexHNSWFlat', faiss.downcast_index(index)).hnsw
         return {'hnsw_m': HNSW_M, 'ef_search': int(hnsw.efSearch),
                 'ef_construction': int(hnsw.efConstruction)}
     return {}

@@ -129,12 +129,15 @@ class TorchExactIndex:
     def _rescore(self, q: NDArray[np.float32], ids: NDArray[np.int64],
                  k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Recompute shortlist scores in fp32 from the host copy and keep the best ``k``."""
+        host = self._host
+        if host is None:
+            raise RuntimeError('rescoring needs the host copy of the descriptors')
         out_scores = np.empty((q.shape[0], k), np.float32)
         out_ids = np.empty((q.shape[0], k), np.int64)
         for row in range(q.shape[0]):
             # Sorted ids read the memory-mapped file front to back.
             candidates = np.sort(ids[row])
-            exact = np.asarray(self._host[candidates], dtype=np.float32) @ q[row]
+            exact = np.asarray(host[candidates], dtype=np.float32) @ q[row]
             # Stable on ties, lower id first, like faiss's flat index.
             order = np.argsort(-exact, kind='stable')[:k]
             out_scores[row], out_ids[row] = exact[order], candidates[order]

@@ -199,13 +199,12 @@ class MapWriter:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
+        # Exceptions always propagate; they only decide between abort and commit.
         if exc_type is not None:
             self.abort()
-            return False
-        if self._state == 'open':
+        elif self._state == 'open':
             self.commit()
-        return False
 
     # -- metadata
 

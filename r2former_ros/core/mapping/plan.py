@@ -54,10 +54,11 @@ class Plan:
 
 def read_stamps(opts: BuildOptions) -> dict[str, list[bags.ImageStamp]]:
     """Image stamps of every bag, grouped by bag path in reading order."""
-    total = bags.count_messages(opts.bags, opts.image_topic)
+    topic = opts.image_topic or ''  # always set for bags: check_options ran first
+    total = bags.count_messages(opts.bags, topic)
     grouped: dict[str, list[bags.ImageStamp]] = {}
     with progress_bar(opts, total=total, unit='img', desc='reading stamps') as bar:
-        for stamp in bags.iter_image_stamps(opts.bags, opts.image_topic,
+        for stamp in bags.iter_image_stamps(opts.bags, topic,
                                             stamp_source=opts.stamp_source):
             grouped.setdefault(stamp.bag_path, []).append(stamp)
             bar.update(1)
@@ -76,7 +77,8 @@ def plan_bags(opts: BuildOptions, origin: tuple[float, float, float] | None) -> 
     if not grouped:
         raise BagError(f'topic {opts.image_topic} has no messages in '
                        f'{", ".join(str(b) for b in opts.bags)}')
-    fixes = bags.read_navsat(opts.bags, opts.gps_topic, stamp_source=opts.stamp_source)
+    gps_topic = opts.gps_topic or ''  # always set for bags: check_options ran first
+    fixes = bags.read_navsat(opts.bags, gps_topic, stamp_source=opts.stamp_source)
     usable = filter_fixes(fixes)
     if len(usable) == 0:
         raise BagError(f'no usable GPS fix on {opts.gps_topic}: {len(fixes)} NavSatFix '

@@ -9,16 +9,25 @@ rows, and the head applied to both prefix tokens.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import timm
 import torch
-from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
-from r2former_ros.core.model.blocks import leading_rows_of_block, pin_explicit_attention, run_block
+from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.model.blocks import (
+    leading_rows_of_block,
+    pin_explicit_attention,
+    run_block,
+    timm_blocks,
+)
 from r2former_ros.core.model.config import R2FormerConfig
+
+if TYPE_CHECKING:
+    from timm.models.deit import VisionTransformerDistilled
 
 NUM_PREFIX_TOKENS = 2  # cls and dist
 
@@ -33,26 +42,29 @@ class BackboneOutput:
     selection_score: torch.Tensor
 
 
-def build_deit(config: R2FormerConfig) -> nn.Module:
+def build_deit(config: R2FormerConfig) -> VisionTransformerDistilled:
     """Create the (randomly initialised) timm DeiT-S distilled module for `config`."""
-    deit = timm.create_model(
+    deit = cast('VisionTransformerDistilled', timm.create_model(
         'deit_small_distilled_patch16_224', pretrained=False, img_size=config.input_hw,
         num_classes=config.global_dim, embed_dim=config.embed_dim, depth=config.depth,
-        num_heads=config.num_heads)
-    pin_explicit_attention(deit.blocks)
+        num_heads=config.num_heads))
+    pin_explicit_attention(timm_blocks(deit.blocks))
     return deit
 
 
-def embed_tokens(deit: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def embed_tokens(deit: VisionTransformerDistilled, images: torch.Tensor) -> torch.Tensor:
     """Patch-embed `images` (B, 3, H, W) and add the stored position embedding: (B, 2 + P, C)."""
+    cls_token, pos_embed = deit.cls_token, deit.pos_embed
+    if cls_token is None or pos_embed is None:  # timm makes both optional; DeiT has both
+        raise ConfigError('the DeiT backbone lacks its class token or position embedding')
     patches = deit.patch_embed(images)  # (B, P, C)
     batch = patches.shape[0]
-    tokens = torch.cat((deit.cls_token.expand(batch, -1, -1),
+    tokens = torch.cat((cls_token.expand(batch, -1, -1),
                         deit.dist_token.expand(batch, -1, -1), patches), dim=1)
-    return tokens + deit.pos_embed
+    return tokens + pos_embed
 
 
-def run_backbone(deit: nn.Module, images: torch.Tensor,
+def run_backbone(deit: VisionTransformerDistilled, images: torch.Tensor,
                  autocast_dtype: torch.dtype | None = None,
                  fused: bool = False) -> BackboneOutput:
     """
@@ -72,16 +84,18 @@ def run_backbone(deit: nn.Module, images: torch.Tensor,
     Returns:
         The global descriptor, block 11's output and the selection score per patch.
     """
+    context: AbstractContextManager[Any]
     if autocast_dtype is None:
         context = nullcontext()
     else:
         context = torch.autocast(device_type=images.device.type, dtype=autocast_dtype)
     with context:
         tokens = embed_tokens(deit, images)
-        for block in deit.blocks[:-1]:
+        blocks = timm_blocks(deit.blocks)
+        for block in blocks[:-1]:
             tokens = run_block(block, tokens, fused)
     tokens = tokens.float()
-    prefix, attn = leading_rows_of_block(deit.blocks[-1], tokens, NUM_PREFIX_TOKENS)
+    prefix, attn = leading_rows_of_block(blocks[-1], tokens, NUM_PREFIX_TOKENS)
     prefix = deit.norm(prefix)
     global_desc = (deit.head(prefix[:, 0]) + deit.head_dist(prefix[:, 1])) / 2
     global_desc = F.normalize(global_desc, p=2, dim=-1)

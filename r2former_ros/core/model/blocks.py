@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
+if TYPE_CHECKING:
+    from timm.layers import Attention
+    from timm.models.vision_transformer import Block
 
-def leading_rows_of_block(block: nn.Module, tokens: torch.Tensor,
+
+def leading_rows_of_block(block: Block, tokens: torch.Tensor,
                           num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Run a pre-norm transformer block for its first `num_rows` output rows only.
@@ -28,11 +33,12 @@ def leading_rows_of_block(block: nn.Module, tokens: torch.Tensor,
         attn: (B, heads, num_rows, N) their softmax attention over all N tokens.
     """
     batch, length, channels = tokens.shape
-    num_heads = block.attn.num_heads
+    attention = _attention(block)
+    num_heads = attention.num_heads
     head_dim = channels // num_heads
     normed = block.norm1(tokens)
-    qkv_weight = block.attn.qkv.weight  # (3C, C): rows [q; k; v]
-    qkv_bias = block.attn.qkv.bias
+    qkv_weight = attention.qkv.weight  # (3C, C): rows [q; k; v]
+    qkv_bias = attention.qkv.bias
     query = F.linear(normed[:, :num_rows], qkv_weight[:channels], qkv_bias[:channels])
     key_value = F.linear(normed, qkv_weight[channels:], qkv_bias[channels:])  # (B, N, 2C)
     query = query.view(batch, num_rows, num_heads, head_dim).transpose(1, 2)
@@ -40,15 +46,15 @@ def leading_rows_of_block(block: nn.Module, tokens: torch.Tensor,
     key, value = key_value[0], key_value[1]  # (B, heads, N, hd)
     # Scaling q before the product, as timm does; for head_dim 64 the scale is a power of two, so
     # this is bit-identical to scaling the logits as the reference does.
-    attn = (query * block.attn.scale) @ key.transpose(-2, -1)
+    attn = (query * attention.scale) @ key.transpose(-2, -1)
     attn = attn.softmax(dim=-1)  # (B, heads, rows, N)
     mixed = (attn @ value).transpose(1, 2).reshape(batch, num_rows, channels)
-    rows_out = tokens[:, :num_rows] + block.attn.proj(mixed)
+    rows_out = tokens[:, :num_rows] + attention.proj(mixed)
     rows_out = rows_out + block.mlp(block.norm2(rows_out))
     return rows_out, attn
 
 
-def fused_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def fused_block(block: Block, tokens: torch.Tensor) -> torch.Tensor:
     """
     Compute a timm pre-norm `Block` with torch SDPA instead of its explicit softmax attention.
 
@@ -56,7 +62,7 @@ def fused_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     by float rounding only. The block's own `attn.fused_attn` flag is neither read nor written:
     the attention mode is an argument of the call, never state shared by concurrent callers.
     """
-    attn = block.attn
+    attn = _attention(block)
     batch, length, _ = tokens.shape
     qkv = attn.qkv(block.norm1(tokens))
     qkv = qkv.reshape(batch, length, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
@@ -70,7 +76,7 @@ def fused_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return tokens + block.drop_path2(block.ls2(block.mlp(block.norm2(tokens))))
 
 
-def run_block(block: nn.Module, tokens: torch.Tensor, fused: bool) -> torch.Tensor:
+def run_block(block: Block, tokens: torch.Tensor, fused: bool) -> torch.Tensor:
     """
     Apply a timm `Block` with explicit attention (the reference's math) or, if `fused`, SDPA.
 
@@ -80,7 +86,19 @@ def run_block(block: nn.Module, tokens: torch.Tensor, fused: bool) -> torch.Tens
     return fused_block(block, tokens) if fused else block(tokens)
 
 
-def pin_explicit_attention(blocks: Iterable[nn.Module]) -> None:
+def pin_explicit_attention(blocks: Iterable[Block]) -> None:
     """Make timm's own forward use explicit softmax attention (done once, at construction)."""
     for block in blocks:
-        block.attn.fused_attn = False
+        # timm declares the flag Final (for TorchScript); it is set once here, before any use.
+        setattr(_attention(block), 'fused_attn', False)  # noqa: B010
+
+
+def timm_blocks(container: nn.Module) -> list[Block]:
+    """Return the children of a `blocks` container (Sequential/ModuleList) as timm Blocks."""
+    return [cast('Block', block) for block in container.children()]
+
+
+def _attention(block: Block) -> Attention:
+    # timm types `Block.attn` as any Module (the layer is configurable); ViT/DeiT blocks and our
+    # reranker's use timm's standard Attention, whose fields the helpers above read.
+    return cast('Attention', block.attn)

@@ -15,7 +15,7 @@ message naming what the file is and what to do, never torch's own advice (which 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 import pickle
@@ -40,7 +40,11 @@ FETCH_HINT = ('get it again: `r2former weights fetch r2former` (or msls-deits), 
 _FLOAT64_DTYPE_CLASS = type(np.dtype(np.float64))
 
 
-def numpy_safe_globals() -> list[tuple[Any, str]]:
+# What torch.serialization.safe_globals accepts: objects, or (object, dotted name) pairs.
+SafeGlobals = list[Callable[..., Any] | tuple[Callable[..., Any], str]]
+
+
+def numpy_safe_globals() -> SafeGlobals:
     """
     List the numpy globals a reference checkpoint needs, under both of their module spellings.
 
@@ -50,8 +54,8 @@ def numpy_safe_globals() -> list[tuple[Any, str]]:
     dtype ends with a BUILD step that torch only allows on allow-listed types; it is the only
     dtype the reference saves (`np.zeros(...)`).
     """
-    allowed: list[tuple[Any, str]] = [(np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype'),
-                                      (_FLOAT64_DTYPE_CLASS, 'numpy.dtypes.Float64DType')]
+    allowed: SafeGlobals = [(np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype'),
+                            (_FLOAT64_DTYPE_CLASS, 'numpy.dtypes.Float64DType')]
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         allowed.append((_multiarray._reconstruct, f'{module}._reconstruct'))
         allowed.append((_multiarray.scalar, f'{module}.scalar'))
@@ -117,7 +121,7 @@ def _unsafe_globals(path: Path, err: Exception) -> str:
         if not names:
             found = re.search(r'unrecognized function (.+?)(?: which|$)', str(err), re.MULTILINE)
             names = [found.group(1)] if found else []
-    allowed = {name for _, name in numpy_safe_globals()}
+    allowed = {item[1] for item in numpy_safe_globals() if isinstance(item, tuple)}
     names = sorted({name for name in names if name not in allowed})
     return ', '.join(names[:5]) if names else 'an object that is not a tensor'
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import math
 import os
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -196,7 +196,7 @@ class DinoV2ViTS14(nn.Module):
         x = self.embed(images)
         for block in self.blocks[:-1]:
             x = block(x)
-        last = self.blocks[-1]
+        last = cast(_Block, self.blocks[-1])
         last_input = x
         cls_attention = last.attn.cls_attention(last.norm1(x)).sum(dim=1)[:, 1:]
         x = self.norm(last(x))
@@ -280,7 +280,7 @@ class Dinov2Backbone:
             score, order = torch.topk(out.cls_attention, k, dim=1, largest=True, sorted=True)
             tokens = out.last_input[:, 1:]
             desc = torch.gather(tokens, 1, order.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-            desc = F.normalize(self.model.blocks[-1].norm1(desc), dim=-1)
+            desc = F.normalize(cast(_Block, self.model.blocks[-1]).norm1(desc), dim=-1)
             scale = float(max(height, width))
             x = ((order % gw) * PATCH_SIZE + PATCH_SIZE / 2).float() / scale
             y = (torch.div(order, gw, rounding_mode='floor') * PATCH_SIZE

@@ -54,7 +54,8 @@ def numpy1_pickle(data: bytes) -> bytes:
         if opcode.name != 'GLOBAL' or not str(arg).startswith(NUMPY2_MODULE + ' '):
             continue
         module, name = str(arg).split(' ', 1)
-        end = ops[index + 1][2] if index + 1 < len(ops) else len(data)
+        next_pos = ops[index + 1][2] if index + 1 < len(ops) else None
+        end = len(data) if next_pos is None else next_pos
         out += data[copied:pos]
         out += b'c' + f'{NUMPY1_MODULE}{module[len(NUMPY2_MODULE):]}\n{name}\n'.encode()
         copied = end
@@ -126,8 +127,9 @@ def official_checkpoint_dict(model: R2Former, epoch: int = 4, global_only: bool 
     """
     if global_only:
         weights = model.backbone.state_dict()
-        trained = [model.backbone.head.weight, model.backbone.head.bias,
-                   model.backbone.head_dist.weight, model.backbone.head_dist.bias]
+        # weight then bias of each head
+        trained: list[torch.Tensor] = [*model.backbone.head.parameters(),
+                                       *model.backbone.head_dist.parameters()]
     else:
         weights = model.state_dict()
         trained = [*model.local_head.parameters(), *model.Reranker.parameters()]

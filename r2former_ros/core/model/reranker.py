@@ -10,13 +10,19 @@ both sides, level 1 is anchored at the *database* (x, y) of each entry and level
 from __future__ import annotations
 
 from functools import partial
+from typing import cast
 
 from timm.models.vision_transformer import Block
 import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
-from r2former_ros.core.model.blocks import leading_rows_of_block, pin_explicit_attention, run_block
+from r2former_ros.core.model.blocks import (
+    leading_rows_of_block,
+    pin_explicit_attention,
+    run_block,
+    timm_blocks,
+)
 from r2former_ros.core.model.config import R2FormerConfig
 
 PAIR_CHANNELS = 7  # q_x, q_y, q_att, d_x, d_y, d_att, correlation
@@ -52,8 +58,10 @@ class Reranker(nn.Module):
         dim = config.rerank_dim
         self.num_corr = config.rerank_num_corr
         self.dim = dim
+        # timm annotates norm_layer as a class; a partial builds the layer the same way.
+        norm_layer = cast('type[nn.Module]', partial(nn.LayerNorm, eps=1e-6))
         block = partial(Block, dim=dim, num_heads=config.rerank_heads, mlp_ratio=4.0,
-                        qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+                        qkv_bias=True, norm_layer=norm_layer)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.cls_token_2 = nn.Parameter(torch.zeros(1, 1, dim))
         # Allocated by the reference but never read; kept so official checkpoints load strictly.
@@ -65,7 +73,7 @@ class Reranker(nn.Module):
         self.pair_head = nn.Linear(PAIR_CHANNELS, dim)
         self.pair_head_2 = nn.Linear(dim, dim)
         self.decoder_pred = nn.Linear(dim, 2)
-        pin_explicit_attention((*self.blocks, *self.blocks_2))
+        pin_explicit_attention((*timm_blocks(self.blocks), *timm_blocks(self.blocks_2)))
 
     def correspondence_rows(self, query_local: torch.Tensor,
                             db_local: torch.Tensor) -> torch.Tensor:
@@ -122,13 +130,14 @@ class Reranker(nn.Module):
     def run_blocks(blocks: nn.ModuleList, tokens: torch.Tensor, cls_only_last: bool,
                    fused: bool = False) -> torch.Tensor:
         """Apply `blocks` (SDPA attention if `fused`); return the cls row (B, C) of the output."""
+        layers = timm_blocks(blocks)
         if not cls_only_last:
-            for block in blocks:
+            for block in layers:
                 tokens = run_block(block, tokens, fused)
             return tokens[:, 0]
-        for block in blocks[:-1]:
+        for block in layers[:-1]:
             tokens = run_block(block, tokens, fused)
-        cls_row, _ = leading_rows_of_block(blocks[-1], tokens, 1)
+        cls_row, _ = leading_rows_of_block(layers[-1], tokens, 1)
         return cls_row[:, 0]
 
     def forward(self, query_local: torch.Tensor, db_local: torch.Tensor) -> torch.Tensor:

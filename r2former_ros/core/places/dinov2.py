@@ -72,7 +72,8 @@ def load_dinov2(checkpoint: str | None, device: torch.device,
     Raises:
         CheckpointError: the weights were never fetched (names the fetch command) or do not fit.
     """
-    hw = tuple(input_hw or INPUT_HW_DEFAULT)
+    height, width = input_hw or INPUT_HW_DEFAULT
+    hw = (int(height), int(width))
     if checkpoint:
         try:
             state_dict = torch.load(checkpoint, map_location='cpu', weights_only=True)

@@ -109,7 +109,7 @@ def model_settings_for_map(map_model: Mapping[str, Any], checkpoint: str | Path 
     return settings.checkpoint, settings.input_hw, settings.num_local
 
 
-def auto_backbone(checkpoint: str | Path | None = None) -> tuple[str, str | None]:
+def auto_backbone(checkpoint: str | os.PathLike[str] | None = None) -> tuple[str, str | None]:
     """
     Pick the backbone when none was chosen; also return a line saying so for the fallback.
 
@@ -126,7 +126,8 @@ def auto_backbone(checkpoint: str | Path | None = None) -> tuple[str, str | None
     return 'r2former', None
 
 
-def load_place_model(backbone: str | None = 'r2former', checkpoint: str | Path | None = None,
+def load_place_model(backbone: str | None = 'r2former',
+                     checkpoint: str | os.PathLike[str] | None = None,
                      device: str = 'auto', input_hw: tuple[int, int] | None = None,
                      num_local: int | None = None, mode: str = 'fast',
                      precision: str = 'fp32', allow_random: bool = True) -> PlaceModel:

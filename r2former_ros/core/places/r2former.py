@@ -108,7 +108,8 @@ def load_r2former(checkpoint: str | Path | None, device: torch.device,
         allow_random: with no file, use seeded random weights (with a loud warning) instead of
             raising CheckpointError.
     """
-    config = R2FormerConfig(input_hw=tuple(input_hw or (480, 640)), num_local=num_local or 500)
+    height, width = input_hw or (480, 640)
+    config = R2FormerConfig(input_hw=(int(height), int(width)), num_local=num_local or 500)
     if checkpoint is not None:
         loaded = load_checkpoint(Path(checkpoint), config)
         return R2FormerPlaceModel(loaded.model, loaded.sha256, str(checkpoint), device, mode,

@@ -242,7 +242,7 @@ def dinov2_state_dict_from_onnx(arrays: dict[str, np.ndarray],
     return {k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in sd.items()}
 
 
-def _atomic_write_bytes(path: Path, writer: Callable[[io.BufferedWriter], None]) -> None:
+def _atomic_write_bytes(path: Path, writer: Callable[[io.BufferedWriter], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
     try:
