@@ -1,0 +1,196 @@
+"""
+The bundled corridor as a drive: calibrate on one half, evaluate on the other; kidnap; leaving.
+
+Reference traverse = the map (60 places, 10 m apart on a synthetic straight track); query traverse
+= the drive (1 m to the side, one frame per second). Runs the real commands (printed as they
+run) with the DINOv2 fallback and writes every JSON into OUT (default bench/corridor_drive/),
+then prints one JSON summary:
+
+1. ``build_map`` from the reference bag (self-calibration at build time, the fallback);
+2. ``r2former calibrate`` on the first half of the drive (queries 0-29);
+3. ``r2former eval`` on the second half (queries 30-59), ``--filter none`` and ``--filter hmm``;
+4. a kidnap: queries 5-24, then the drive jumps to queries 45-59 (stamps keep running);
+   frames until the published place is right again;
+5. leaving the map: a map of references 0-39 only (calibrated on queries 0-29), and the whole
+   drive 0-59 through it: queries 42-59 are farther than 25 m from every place; how many of
+   them are published as matched.
+
+    .venv/bin/python bench/corridor_drive.py [OUT]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / 'r2former_ros' / 'data' / 'demo' / 'corridor'
+VENV = ROOT / '.venv' / 'bin'
+IMAGE_TOPIC = '/camera/image_raw'
+GPS_TOPIC = '/gps/fix'
+ORIGIN = (-27.4775, 153.0280, 30.0)
+SPACING_M = 10.0
+LATERAL_M = 1.0
+START_NS = 1_700_000_000 * 10**9
+FRAME_NS = 10**9
+THRESHOLD_M = 25.0
+
+
+def write_bag(path: Path, folder: str, indices: list[int], lateral_m: float) -> Path:
+    """Images ``folder/{i:07d}.jpg`` for i in indices, frame k stamped START + k s, at i * 10 m."""
+    from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: PLC0415
+    from rosbags.typesys import Stores, get_typestore  # noqa: PLC0415
+
+    from r2former_ros.core.geo.coords import enu_to_wgs84  # noqa: PLC0415
+    from r2former_ros.core.io.images import read_image_file, rgb_to_raw_image  # noqa: PLC0415
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    types = store.types
+
+    def header(stamp: int, frame: str) -> Any:
+        return types['std_msgs/msg/Header'](
+            stamp=types['builtin_interfaces/msg/Time'](sec=stamp // 10**9,
+                                                       nanosec=stamp % 10**9),
+            frame_id=frame)
+
+    def fix(stamp: int, along_m: float) -> Any:
+        lat, lon, alt = enu_to_wgs84(along_m, lateral_m, 0.0, *ORIGIN)
+        return types['sensor_msgs/msg/NavSatFix'](
+            header=header(stamp, 'gps'),
+            status=types['sensor_msgs/msg/NavSatStatus'](status=0, service=1),
+            latitude=float(lat), longitude=float(lon), altitude=float(alt),
+            position_covariance=np.diag([1.0, 1.0, 4.0]).reshape(-1),
+            position_covariance_type=2)
+
+    if path.exists():
+        shutil.rmtree(path)
+    messages = []
+    for k, index in enumerate(indices):
+        stamp = START_NS + k * FRAME_NS
+        raw = rgb_to_raw_image(read_image_file(DATA / folder / f'{index:07d}.jpg'), 'rgb8')
+        image = types['sensor_msgs/msg/Image'](
+            header=header(stamp, 'camera'), height=raw.height, width=raw.width,
+            encoding=raw.encoding, is_bigendian=raw.is_bigendian, step=raw.step,
+            data=np.frombuffer(raw.data, dtype=np.uint8).copy())
+        messages.append((stamp, IMAGE_TOPIC, 'sensor_msgs/msg/Image', image))
+        # Fixes just before and after each image, at its own position: a jump in the drive
+        # (the kidnap) is a jump in the GPS too, never interpolated across.
+        for offset in (-FRAME_NS // 4, FRAME_NS // 4):
+            messages.append((stamp + offset, GPS_TOPIC, 'sensor_msgs/msg/NavSatFix',
+                             fix(stamp + offset, index * SPACING_M)))
+    messages.sort(key=lambda item: item[0])
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3)
+    with writer:
+        connections = {topic: writer.add_connection(topic, msgtype, typestore=store)
+                       for topic, msgtype in ((IMAGE_TOPIC, 'sensor_msgs/msg/Image'),
+                                              (GPS_TOPIC, 'sensor_msgs/msg/NavSatFix'))}
+        for stamp, topic, msgtype, msg in messages:
+            writer.write(connections[topic], stamp, store.serialize_cdr(msg, msgtype))
+    return path
+
+
+def run(command: list[str], log: list[dict[str, Any]]) -> None:
+    """Run one CLI command (printed), fail loudly."""
+    shown = ' '.join(str(part) for part in command).replace(str(ROOT) + '/', '')
+    print(f'$ {shown}', file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    done = subprocess.run([str(c) for c in command], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    log.append({'command': shown, 'seconds': round(time.perf_counter() - start, 1),
+                'stdout_tail': done.stdout.strip().splitlines()[-8:]})
+    if done.returncode:
+        print(done.stdout, done.stderr, file=sys.stderr)
+        raise SystemExit(f'failed ({done.returncode}): {shown}')
+
+
+def eval_drive(out: Path, name: str, map_dir: Path, bag: Path, filt: str,
+               log: list[dict[str, Any]], plots: bool = False) -> dict[str, Any]:
+    result = out / f'eval_{name}_{filt}.json'
+    command = [VENV / 'r2former', 'eval', '--map', map_dir, '--bag', bag, '--image-topic',
+               IMAGE_TOPIC, '--gps-topic', GPS_TOPIC, '--threshold-m', THRESHOLD_M,
+               '--filter', filt, '--json', result]
+    if plots:
+        command += ['--plots', out / f'plots_{name}_{filt}']
+    run(command, log)
+    return json.loads(result.read_text(encoding='utf-8'))
+
+
+def brief(summary: dict[str, Any]) -> dict[str, Any]:
+    recall = summary['recall_filtered'] or summary['recall_reranked']
+    return {'filter': summary['filter'], 'R@1': recall['1'], 'ece': summary['ece'],
+            'matched_precision': summary['matched_precision'],
+            'matched_fraction': summary['matched_fraction'], 'calibrated': summary['calibrated'],
+            'outside_map': summary['outside_map']}
+
+
+def frames_to_recover(summary: dict[str, Any], jump_at: int) -> int | None:
+    """Frames after the jump until the published place is within 2 places (25 m) of the truth."""
+    track = summary['track']
+    for k in range(jump_at, len(track['published'])):
+        if abs(track['published'][k] - track['true'][k]) * SPACING_M <= THRESHOLD_M:
+            return k - jump_at
+    return None
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / 'bench' / 'corridor_drive'
+    bags = out / 'bags'
+    bags.mkdir(parents=True, exist_ok=True)
+    log: list[dict[str, Any]] = []
+    first, second = list(range(30)), list(range(30, 60))
+    kidnap = list(range(5, 25)) + list(range(45, 60))
+    write_bag(bags / 'map_ref', 'ref', list(range(60)), 0.0)
+    write_bag(bags / 'map_ref_0_39', 'ref', list(range(40)), 0.0)
+    write_bag(bags / 'drive_first_half', 'query', first, LATERAL_M)
+    write_bag(bags / 'drive_second_half', 'query', second, LATERAL_M)
+    write_bag(bags / 'drive_kidnap', 'query', kidnap, LATERAL_M)
+    write_bag(bags / 'drive_full', 'query', list(range(60)), LATERAL_M)
+    maps = {}
+    for name, bag in (('map60', 'map_ref'), ('map40', 'map_ref_0_39')):
+        maps[name] = out / name
+        run([VENV / 'build_map', '--bag', bags / bag, '--image-topic', IMAGE_TOPIC,
+             '--gps-topic', GPS_TOPIC, '--all-frames', '--backbone', 'dinov2-s14',
+             '--out', maps[name], '--overwrite', '--quiet'], log)
+    self_calibrated = eval_drive(out, 'second_half_selfcal', maps['map60'],
+                                 bags / 'drive_second_half', 'none', log)
+    for name in maps:
+        run([VENV / 'r2former', 'calibrate', maps[name], '--bag', bags / 'drive_first_half',
+             '--image-topic', IMAGE_TOPIC, '--gps-topic', GPS_TOPIC, '--threshold-m',
+             THRESHOLD_M, '--filter', 'hmm', '--json', out / f'calibrate_{name}.json'], log)
+    results = {filt: eval_drive(out, 'second_half', maps['map60'], bags / 'drive_second_half',
+                                filt, log, plots=True) for filt in ('none', 'hmm')}
+    kidnapped = {filt: eval_drive(out, 'kidnap', maps['map60'], bags / 'drive_kidnap', filt, log,
+                                  plots=filt == 'hmm') for filt in ('none', 'hmm')}
+    leaving = {filt: eval_drive(out, 'leaving', maps['map40'], bags / 'drive_full', filt, log,
+                                plots=filt == 'hmm') for filt in ('none', 'hmm')}
+    calibration = json.loads((out / 'calibrate_map60.json').read_text(encoding='utf-8'))
+    report = {
+        'what': 'corridor (VPR-Bench, 60 + 60 real images, synthetic GPS 10 m/frame), DINOv2 '
+                'fallback on CPU, threshold 25 m, rerank top 100 (MNN)',
+        'second_half': {
+            'self_calibrated_map_single_frame': brief(self_calibrated),
+            'single_frame': brief(results['none']), 'filtered': brief(results['hmm'])},
+        'calibration_first_half': {key: calibration[key] for key in
+                                   ('num_frames', 'single', 'filtered', 'observation')},
+        'kidnap': {'jump_after_frame': 20, 'from_place': 24, 'to_place': 45,
+                   'frames_until_right_filtered': frames_to_recover(kidnapped['hmm'], 20),
+                   'frames_until_right_single': frames_to_recover(kidnapped['none'], 20),
+                   'filtered': brief(kidnapped['hmm']), 'single_frame': brief(kidnapped['none'])},
+        'leaving_the_map': {'map_places': 40, 'drive_frames': 60,
+                            'filtered': brief(leaving['hmm']),
+                            'single_frame': brief(leaving['none'])},
+        'commands': log,
+    }
+    (out / 'report.json').write_text(json.dumps(report, indent=2) + '\n', encoding='utf-8')
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == '__main__':
+    main()
