@@ -102,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
                                        calibrate=not args.no_calibrate,
                                        max_queries=args.max_queries,
                                        filter=args.filter, max_speed_mps=args.max_speed)
-    if args.rerank_top and not model.has_reranker:
-        print('note: this model has no reranker; reporting global-only recall', file=sys.stderr)
 
     def progress(line: str) -> None:
         print(f'  {line}', file=sys.stderr, flush=True)
@@ -115,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         result = evaluation.evaluate_bag(model, args.map_dir, args.bag, args.image_topic,
                                          args.gps_topic, settings, every=args.every,
                                          progress=progress)
+    if not model.has_reranker:
+        # A global-only checkpoint (its loader already said reranking is unavailable): there is
+        # no reranked ranking, so the JSON says null rather than repeating the global recall.
+        result.summary['recall_reranked'] = None
     plots = evaluation.write_plots(result, args.plots) if args.plots else []
     result.summary['plots'] = [str(p) for p in plots]
     if args.json:
