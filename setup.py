@@ -39,6 +39,8 @@ setup(
         'dinov2': ['onnx>=1.14'],
         # `r2former weights fetch r2former|msls-deits`: the authors' Google Drive files
         'official': ['gdown>=5'],
+        # `build_map --ray`: decoding tasks and model actors on Ray Data (a cluster or local)
+        'ray': ['ray[data]>=2.9'],
         'test': ['pytest>=7.4', 'rosbags-image>=0.10', 'ruff>=0.5'],
     },
     entry_points={

@@ -65,6 +65,9 @@ value, the recall and the ms per query go into the manifest (`r2former map info`
 when no value reaches the target within --index-budget-ms, the map keeps the exact index and
 the log says why. On a CUDA localizer the search is exact on the GPU whatever the map stores.
 
+ray: --ray runs the same build on Ray Data (one decoding task per bag, model actors) and
+writes the same map; see the README section "City-scale maps".
+
 failures: exit code 2 and one line naming the problem (missing topic with the available ones,
 truncated or corrupt bag, no usable GPS fix, existing output without --overwrite/--append,
 a map from another checkpoint). Images that cannot be decoded (unknown encoding, corrupt
@@ -142,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help='skip the small JPEG previews')
     out.add_argument('--no-calibrate', action='store_true',
                      help='skip fitting the confidence calibration after building')
+    dist = parser.add_argument_group('distributed (optional extra r2former_ros[ray])')
+    dist.add_argument('--ray', nargs='?', const='local', metavar='ADDRESS',
+                      help='spread decoding (CPU tasks) and feature extraction (GPU actors, CPU '
+                           'actors without GPUs) over a Ray cluster: ADDRESS like auto or '
+                           'ray://head:10001; without ADDRESS a local Ray on this machine')
+    dist.add_argument('--ray-cpus', type=int, metavar='N',
+                      help='CPUs of the local Ray started by --ray without ADDRESS '
+                           '(default: all)')
     parser.add_argument('--quiet', action='store_true',
                         help='no progress bar, warnings and errors only')
     return parser
@@ -212,9 +223,15 @@ def main(argv: list[str] | None = None) -> int:
             return _list_topics(args)
         options = _options(args)
         # The pipeline loads torch; imported only now, so --help and usage errors are instant.
-        from r2former_ros.core.mapping.build import build_map  # noqa: PLC0415
+        if args.ray is not None:
+            from r2former_ros.core.mapping.ray_build import build_map_ray  # noqa: PLC0415
 
-        report = build_map(options)
+            report = build_map_ray(options, None if args.ray == 'local' else args.ray,
+                                   num_cpus=args.ray_cpus)
+        else:
+            from r2former_ros.core.mapping.build import build_map  # noqa: PLC0415
+
+            report = build_map(options)
     except _UsageError as err:
         parser.error(str(err))  # exits 2 with the usage line
     except R2FormerError as err:
