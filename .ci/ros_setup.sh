@@ -5,13 +5,16 @@
 # Usage: .ci/ros_setup.sh [PYTHON]      (or PY=/path/to/python .ci/ros_setup.sh)
 # Idempotent: reruns skip the wheel install when the pins are unchanged and rebuild incrementally.
 # Writes _ci/ros_env.sh; `source _ci/ros_env.sh` before pytest so the ROS tests find the install.
-# Environment: R2FORMER_ROS_PREFIX (install prefix, default _ci/install).
+# Environment: R2FORMER_ROS_PREFIX (install prefix, default _ci/install); R2FORMER_ROS_DISTRO
+# (jazzy, the default, or kilted: which ros-*-* wheels); R2FORMER_ROS_CI_DIR (default _ci: build
+# folder and env file; .ci/kilted_check.sh uses _ci/kilted).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${1:-${PY:-$ROOT/.venv/bin/python}}
 PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")  # absolute, without leaving the venv
-CI_DIR=$ROOT/_ci
+CI_DIR=${R2FORMER_ROS_CI_DIR:-$ROOT/_ci}
+DISTRO=${R2FORMER_ROS_DISTRO:-jazzy}
 BUILD_DIR=$CI_DIR/build
 PREFIX=${R2FORMER_ROS_PREFIX:-$CI_DIR/install}
 ENV_FILE=$CI_DIR/ros_env.sh
@@ -57,6 +60,40 @@ PINS=(
   'empy==4.2.1'
   'lark-parser==0.12.0'
 )
+
+# Kilted (ROS 2 May 2025): the versions on PyPI in November 2026; its rosidl finds Python itself
+# (no python_cmake_module).
+KILTED_PINS=(
+  'ros-kilted-rclpy[fastrtps]==9.1.2'
+  'ros-kilted-std-msgs==5.5.1'
+  'ros-kilted-sensor-msgs==5.5.1'
+  'ros-kilted-geometry-msgs==5.5.1'
+  'ros-kilted-nav-msgs==5.5.1'
+  'ros-kilted-visualization-msgs==5.5.1'
+  'ros-kilted-diagnostic-msgs==5.5.1'
+  'ros-kilted-std-srvs==5.5.1'
+  'ros-kilted-lifecycle-msgs==2.3.0'
+  'ros-kilted-builtin-interfaces==2.3.0'
+  'ros-kilted-rosidl-default-generators==1.7.1'
+  'ros-kilted-rosidl-default-runtime==1.7.1'
+  'ros-kilted-rosidl-core-generators==0.3.1'
+  'ros-kilted-ament-cmake==2.7.3'
+  'ros-kilted-ament-cmake-python==2.7.3'
+  'ros-kilted-ament-cmake-include-directories==2.7.3'
+  'ros-kilted-ament-cmake-ros==0.14.5'
+  'ros-kilted-ament-cmake-gmock==2.7.3'
+  'ros-kilted-ament-cmake-gtest==2.7.3'
+  'ros-kilted-ament-cmake-pytest==2.7.3'
+  'ros-kilted-ament-package==0.17.2'
+  'catkin-pkg==1.1.1'
+  'empy==4.2.1'
+  'lark-parser==0.12.0'
+)
+case $DISTRO in
+  jazzy) ;;
+  kilted) PINS=("${KILTED_PINS[@]}") ;;
+  *) log "R2FORMER_ROS_DISTRO=$DISTRO: only jazzy and kilted wheels are set up here"; exit 2 ;;
+esac
 
 VENV_PREFIX=$("$PY" -c 'import sys; print(sys.prefix)')
 STAMP=$VENV_PREFIX/.r2former_ros_wheels
@@ -161,6 +198,12 @@ export R2FORMER_ROS_SITE='$SITE'
 export R2FORMER_ROS_REQUIRE=1
 export LD_LIBRARY_PATH='$PREFIX/lib'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
 export AMENT_PREFIX_PATH='$PREFIX:$VENV_PREFIX'\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}
+# The ROS 2 tooling (launch, launch_testing, ros2) when .ci/setup.sh installed it into the venv:
+# the launch tests need it; without it they skip.
+if [ -f '$VENV_PREFIX/ros2_tooling_env.sh' ]; then
+  . '$VENV_PREFIX/ros2_tooling_env.sh'
+  export AMENT_PREFIX_PATH='$PREFIX':\$AMENT_PREFIX_PATH
+fi
 EOF
 
 # Fail here, not in the tests, when the install tree is unusable.

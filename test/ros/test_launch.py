@@ -1,71 +1,195 @@
 """
-launch_testing: localize.launch.py starts the node, which joins the graph and exits cleanly.
+launch_testing, for real: localize.launch.py brings the node up unconfigured (autostart:=false),
+``ros2 lifecycle`` configures and activates it, a published image gets a result, ``ros2 service
+call`` swaps the map (a bad map is refused and the old one keeps serving, then a good one), and
+SIGINT at the end stops everything with exit code 0.
 
-Runs only where launch_testing exists (a ROS 2 install; the PyPI wheels do not ship it) and
-R2FORMER_ROS_TEST_MAP names a map directory (R2FORMER_ROS_TEST_CHECKPOINT optionally a
-checkpoint). Run with ``launch_test test/ros/test_launch.py`` or launch_testing's pytest plugin.
+Needs launch_testing and the ``ros2`` command (a ROS 2 install, or the ros2_tooling bundle that
+.ci/setup.sh installs beside the PyPI wheels) and the package's cmake or colcon install
+(R2FORMER_ROS_PREFIX, see ros_testing.py); it skips otherwise. Run with ``python -m pytest
+test/ros/test_launch.py -s`` or ``launch_test test/ros/test_launch.py``.
 """
 
 import os
 from pathlib import Path
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import unittest
 
 import pytest
 
-pytest.importorskip('launch_testing')
+pytest.importorskip('launch_testing')  # when it skips, launch_testing's plugin is absent too
 
-from launch.actions import IncludeLaunchDescription  # noqa: E402
+from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
-import rclpy  # noqa: E402
 
 import launch  # noqa: E402
 
-MAP = os.environ.get('R2FORMER_ROS_TEST_MAP', '')
-CHECKPOINT = os.environ.get('R2FORMER_ROS_TEST_CHECKPOINT', '')
-if not MAP:
-    pytest.skip('R2FORMER_ROS_TEST_MAP is not set', allow_module_level=True)
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # ros_testing, map_factory (also under launch_test)
+from ros_testing import install_prefix, install_site  # noqa: E402
 
-LAUNCH_FILE = Path(__file__).resolve().parents[2] / 'launch' / 'localize.launch.py'
+ROOT = HERE.parents[1]
+LAUNCH_FILE = ROOT / 'launch' / 'localize.launch.py'
+PROFILE = ROOT / 'config' / 'fastdds_large_images.xml'
+SITE = install_site()
+MISSING = [what for what, ok in (
+    ('the ros2 command', shutil.which('ros2') is not None),
+    (f'the package install ({SITE})', (SITE / 'r2former_ros' / 'msg' / '__init__.py').is_file()),
+) if not ok]
+NODE = '/localization_node'
+WORKDIR = Path(tempfile.mkdtemp(prefix='r2former_launch_test_'))
+STATE: dict = {}
+
+
+def ros2(*args: str, timeout: float = 120.0) -> str:
+    """Run the ros2 command (the real CLI) in the test's domain; return and print its output."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(SITE), os.environ.get('PYTHONPATH')])))
+    done = subprocess.run(['ros2', *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    text = (done.stdout + done.stderr).strip()
+    print(f'$ ros2 {" ".join(args)}\n{text}', flush=True)
+    return text
 
 
 @pytest.mark.launch_test
+@pytest.mark.skipif(bool(MISSING), reason=f'missing {" and ".join(MISSING)}')
 def generate_test_description():
+    from map_factory import write_route_map
+    from model_factory import small_place_model
+
+    model = small_place_model()
+    route, world = write_route_map(WORKDIR / 'route', model)
+    six, _ = write_route_map(WORKDIR / 'six', model, num_places=6)
+    STATE.update(world=world, route=route, six=six)
+    # A parameters file of our own (random weights: only global retrieval finds an exact map
+    # image again), given with params_file:=; the launch arguments override its map.
+    params_file = WORKDIR / 'params.yaml'
+    params_file.write_text('/**:\n  ros__parameters:\n    rerank:\n      top_n: 0\n'
+                           '    diagnostics_period_s: 0.5\n')
+    # One private domain on this host for the node, this process and the ros2 commands; the
+    # large-image profile for this process too (it publishes full-size frames).
+    os.environ.update({
+        'ROS_DOMAIN_ID': str(random.randint(102, 232)),
+        'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
+        'FASTRTPS_DEFAULT_PROFILES_FILE': str(PROFILE),
+        'FASTDDS_DEFAULT_PROFILES_FILE': str(PROFILE),
+    })
+    os.environ.pop('ROS_LOCALHOST_ONLY', None)
+    os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(
+        filter(None, [str(install_prefix()), os.environ.get('AMENT_PREFIX_PATH')]))
     localize = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
         launch_arguments={
-            'map': MAP,
-            'checkpoint': CHECKPOINT,
-            'device': 'cpu',
-            'rviz': 'false',
-            'image_topic': '/test/image',
+            'map': str(route), 'device': 'cpu', 'rviz': 'false', 'autostart': 'false',
+            'image_topic': '/test/image', 'params_file': str(params_file),
         }.items(),
     )
-    return launch.LaunchDescription([localize, launch_testing.actions.ReadyToTest()])
+    return launch.LaunchDescription([
+        # the node imports r2former_ros (with its generated msg/srv) from the install, as
+        # `ros2 run` does; no real checkpoint: the map's seeded weights
+        SetEnvironmentVariable('PYTHONPATH', str(SITE)),
+        SetEnvironmentVariable('R2FORMER_CACHE', str(WORKDIR / 'no_cache')),
+        localize,
+        launch_testing.actions.ReadyToTest(),
+    ])
 
 
-class TestNodeComesUp(unittest.TestCase):
-    def test_node_in_graph(self):
+class TestLifecycleAndMapSwap(unittest.TestCase):
+    def test_lifecycle_result_and_load_map(self, proc_output):
+        import rclpy
+
         rclpy.init()
         try:
             node = rclpy.create_node('launch_test_probe')
-            deadline = time.monotonic() + 60.0
-            names: list[str] = []
-            while time.monotonic() < deadline:
-                rclpy.spin_once(node, timeout_sec=0.1)
-                names = node.get_node_names()
-                if 'localization_node' in names and node.count_publishers('place_recognition'):
-                    break
-            self.assertIn('localization_node', names)
-            self.assertGreaterEqual(node.count_publishers('place_recognition'), 1)
+            self._run(node, proc_output)
             node.destroy_node()
         finally:
             rclpy.try_shutdown()
+            ros2('daemon', 'stop')
+
+    def _run(self, node, proc_output):
+        import array
+
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+
+        from r2former_ros.core.io.images import rgb_to_raw_image
+
+        site = str(SITE / 'r2former_ros')
+        import r2former_ros
+        if site not in r2former_ros.__path__:
+            r2former_ros.__path__.append(site)
+        from r2former_ros.msg import PlaceRecognition
+
+        deadline = time.monotonic() + 120.0
+        while time.monotonic() < deadline and 'localization_node' not in node.get_node_names():
+            rclpy_spin(node, 0.2)
+        self.assertIn('localization_node', node.get_node_names())
+        self.assertIn('unconfigured', ros2('lifecycle', 'get', NODE))
+        self.assertEqual(node.count_subscribers('/test/image'), 0)
+        self.assertIn('Transitioning successful', ros2('lifecycle', 'set', NODE, 'configure'))
+        self.assertIn('inactive', ros2('lifecycle', 'get', NODE))
+        self.assertIn('Transitioning successful', ros2('lifecycle', 'set', NODE, 'activate'))
+        self.assertIn('active', ros2('lifecycle', 'get', NODE))
+        # parameters from the launch file (launch arguments) and from config/localize.yaml
+        self.assertIn(str(STATE['route']), ros2('param', 'get', NODE, 'map'))
+        self.assertIn('cpu', ros2('param', 'get', NODE, 'device'))
+        self.assertIn('0', ros2('param', 'get', NODE, 'rerank.top_n'))  # from the file
+        self.assertIn('100', ros2('param', 'get', NODE, 'retrieval.top_k'))  # the default
+
+        results = []
+        node.create_subscription(PlaceRecognition, '/place_recognition', results.append, 10)
+        publisher = node.create_publisher(Image, '/test/image', qos_profile_sensor_data)
+        world = STATE['world']
+
+        def localize(place: int, stamp: int) -> int:
+            raw = rgb_to_raw_image(world.map_images[place], 'bgr8')
+            msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
+                        step=raw.step)
+            msg.data = array.array('B', raw.data)
+            msg.header.stamp.sec = stamp
+            for _ in range(5):
+                publisher.publish(msg)
+                end = time.monotonic() + 6.0
+                while time.monotonic() < end:
+                    rclpy_spin(node, 0.1)
+                    got = [r for r in results if r.header.stamp.sec == stamp]
+                    if got:
+                        print(f'image of place {place} ({raw.width}x{raw.height} bgr8) -> '
+                              f'place_id {got[0].place_id}, confidence {got[0].confidence:.3f}, '
+                              f'calibrated {got[0].calibrated}', flush=True)
+                        return got[0].place_id
+            self.fail(f'no result for stamp {stamp}')
+
+        self.assertEqual(localize(9, 1), 9)
+        bad = ros2('service', 'call', f'{NODE}/load_map', 'r2former_ros/srv/LoadMap',
+                   f"{{map: '{WORKDIR / 'no_such_map'}'}}")
+        self.assertIn('success=False', bad)
+        self.assertEqual(localize(9, 2), 9)  # the old map keeps serving
+        good = ros2('service', 'call', f'{NODE}/load_map', 'r2former_ros/srv/LoadMap',
+                    f"{{map: '{STATE['six']}'}}")
+        self.assertIn('success=True', good)
+        self.assertLess(localize(11, 3), 6)  # the new map has places 0-5 only
+        proc_output.assertWaitFor('now querying map', timeout=10, stream='stdout')
+
+
+def rclpy_spin(node, seconds: float) -> None:
+    import rclpy
+
+    rclpy.spin_once(node, timeout_sec=seconds)
 
 
 @launch_testing.post_shutdown_test()
 class TestCleanExit(unittest.TestCase):
-    def test_exit_codes(self, proc_info):
-        launch_testing.asserts.assertExitCodes(proc_info)
+    def test_exit_codes_after_sigint(self, proc_info, proc_output):
+        launch_testing.asserts.assertExitCodes(proc_info)  # launch stops the node with SIGINT
+        for output in proc_output:
+            self.assertNotIn("publisher's context is invalid", output.text.decode())
