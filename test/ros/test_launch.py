@@ -178,7 +178,7 @@ class TestLifecycleAndMapSwap(unittest.TestCase):
                     f"{{map: '{STATE['six']}'}}")
         self.assertIn('success=True', good)
         self.assertLess(localize(11, 3), 6)  # the new map has places 0-5 only
-        proc_output.assertWaitFor('now querying map', timeout=10, stream='stdout')
+        proc_output.assertWaitFor('now querying map', timeout=10)  # the node logs to stderr
 
 
 def rclpy_spin(node, seconds: float) -> None:
