@@ -70,16 +70,12 @@ def stop_after_load(monkeypatch, tmp_path):
 
 
 def _build_map(precision, route_map, tmp_path):
-    from r2former_ros.cli.build_map import _options
-    from r2former_ros.core.mapping.build import _load_model
+    from r2former_ros.cli.build_map import _options, build_parser
+    from r2former_ros.core.mapping.build import _load_model  # the build_map command's model step
 
-    args = argparse.Namespace(
-        out=tmp_path / 'new_map', bag=None, image_topic=None, gps_topic=None, pose_topic=None,
-        images=None, csv=None, layout='auto', min_distance=1.0, min_interval=0.0,
-        all_frames=False, max_gps_gap=2.0, batch_size=4, append=False, overwrite=False,
-        local_format='int8', index='exact', no_thumbnails=False, no_calibrate=True, quiet=True,
-        backbone='r2former', checkpoint=None, device='cpu', input_size=(64, 96), num_local=12,
-        precision=precision)
+    args = build_parser().parse_args([
+        '--images', str(tmp_path), '--out', str(tmp_path / 'new_map'), '--backbone', 'r2former',
+        '--device', 'cpu', '--precision', precision, *TINY])
     _load_model(_options(args))
 
 
