@@ -40,3 +40,13 @@ def test_map_info_explains_the_calibration(route_map, capsys):
     assert 'rerank_top_100' in line and '25 m' in line
     assert main(['map', 'info', str(route_map), '--json']) == 0
     assert '"ece_kind": "cross-validated"' in capsys.readouterr().out
+
+
+def test_commands_keep_the_faiss_loader_notices_quiet(route_map, capsys):
+    import logging
+
+    # faiss is imported lazily, after logging is set up: its INFO notices (which CPU build it
+    # loads) must not reach the user.
+    assert main(['map', 'info', str(route_map)]) == 0
+    assert logging.getLogger('faiss').getEffectiveLevel() >= logging.WARNING
+    assert logging.getLogger('faiss.loader').getEffectiveLevel() >= logging.WARNING

@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
+    # faiss announces at INFO which CPU build it tries and loads (it is imported lazily, after
+    # this point): noise in every command's output, so only its warnings show.
+    logging.getLogger('faiss').setLevel(logging.WARNING)
     try:
         if args.list_topics:
             return _list_topics(args)

@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(requested_verb(argv)).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
+    # faiss announces at INFO which CPU build it tries and loads (it is imported lazily, after
+    # this point): noise in every command's output, so only its warnings show.
+    logging.getLogger('faiss').setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except R2FormerError as err:
