@@ -194,6 +194,8 @@ def _options(args: argparse.Namespace) -> BuildOptions:
 
 
 def _summary(report: BuildReport) -> str:
+    from r2former_ros.core.mapping.extract import MIN_IMAGE_PX  # noqa: PLC0415 - loaded by now
+
     lines = [f'wrote {report.path}: {report.added} new places, {report.num_places} in the map']
     for source in report.sources:
         where = source.get('bag') or source.get('images_dir')
@@ -203,7 +205,8 @@ def _summary(report: BuildReport) -> str:
                        f'{source["dropped_outside_fixes"]} outside the fixes, '
                        f'{source["not_keyframe"]} between keyframes')
         lines.append(f'  {where}: {source["images_read"]} images read, {source["kept"]} kept'
-                     f'{dropped}, {source["undecodable_skipped"]} undecodable skipped')
+                     f'{dropped}, {source["undecodable_skipped"]} skipped (undecodable or '
+                     f'smaller than {MIN_IMAGE_PX}x{MIN_IMAGE_PX} px)')
     seconds = report.seconds
     lines.append(f'  time: {seconds["total_s"]:.1f} s total, {seconds["plan_s"]:.1f} s planning, '
                  f'{seconds["read_decode_s"]:.1f} s reading+decoding, '
