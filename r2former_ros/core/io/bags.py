@@ -26,7 +26,7 @@ is logged once per topic, and ``stamp_source='receive'`` switches every topic to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 import functools
@@ -414,7 +414,7 @@ def _as_topics(topics: str | Iterable[str]) -> list[str]:
     return names
 
 
-def _image_messages(paths: Paths, topics: str | Sequence[str],
+def _image_messages(paths: Paths, topics: str | Iterable[str],
                     stamp_source: str) -> Iterator[tuple[Path, Connection, int, int, int, Any]]:
     """
     Yield image messages of `topics` bag by bag: (path, connection, index, stamp, receive, msg).
@@ -493,7 +493,7 @@ def iter_encoded_images(
     *,
     stamp_source: str = 'header',
     select: Callable[[str, str, int], bool] | None = None,
-) -> Iterator[EncodedImage]:
+) -> Generator[EncodedImage, None, None]:
     """
     Stream the (selected) image messages of the topics without decoding their pixels.
 

@@ -11,7 +11,7 @@ flight, so memory stays flat for any bag size.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 import os
 from typing import TypeVar
@@ -31,7 +31,7 @@ _AHEAD_PER_THREAD = 4
 def decode_in_order(
     jobs: Iterable[_Job], decode: Callable[[_Job], NDArray[np.uint8]],
     threads: int = DEFAULT_DECODE_THREADS,
-) -> Iterator[tuple[_Job, NDArray[np.uint8] | ImageError]]:
+) -> Generator[tuple[_Job, NDArray[np.uint8] | ImageError], None, None]:
     """
     Decode ``jobs`` with ``threads`` threads; yield ``(job, rgb or ImageError)`` in input order.
 
