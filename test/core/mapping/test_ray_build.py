@@ -58,3 +58,19 @@ def test_missing_ray_is_a_clear_config_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, 'ray', None)  # import ray now raises ImportError
     with pytest.raises(ConfigError, match=r'r2former_ros\[ray\]'):
         ray_build.build_map_ray(options(tmp_path / 'map', [tmp_path / 'bag']))
+
+
+def test_cli_ray_flags(monkeypatch, tmp_path, capsys):
+    from r2former_ros.cli import build_map as cli
+
+    parser = cli.build_parser()
+    assert parser.parse_args(['--out', 'm']).ray is None
+    assert parser.parse_args(['--out', 'm', '--ray']).ray == 'local'
+    args = parser.parse_args(['--out', 'm', '--ray', 'ray://head:10001', '--ray-cpus', '3'])
+    assert (args.ray, args.ray_cpus) == ('ray://head:10001', 3)
+    monkeypatch.setitem(sys.modules, 'ray', None)
+    code = cli.main(['--images', str(tmp_path), '--layout', 'vg', '--out',
+                     str(tmp_path / 'map'), '--ray', '--quiet'])
+    assert code == 2
+    assert 'build_map --ray needs Ray' in capsys.readouterr().err
+    assert not (tmp_path / 'map').exists()
