@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The ROS-layer tests (test/ros, without the launch test) against ROS 2 Kilted: the PyPI
-# ros-kilted-* wheels (rclpy 9.1, Fast DDS 3.2) in a second small venv, .venv-kilted, with our
+# ros-kilted-* wheels (rclpy 9.1, Fast DDS 3.2) in a second small venv, _ci/kilted/venv, with our
 # messages built against them into _ci/kilted. The heavy non-ROS packages (torch, faiss, ...) are
-# not installed twice: .venv-kilted reads them from .venv through a .pth file placed *after* its
+# not installed twice: _ci/kilted/venv reads them from .venv through a .pth file placed *after* its
 # own site-packages, so every ROS module comes from the Kilted wheels.
 # Runs after .ci/setup.sh; x86_64 only (like the wheels). Not covered: launch/launch_testing and
 # ros2cli on Kilted (no Kilted build of the tooling bundle).
@@ -21,21 +21,21 @@ if [[ $(uname -m) != x86_64 ]]; then
   exit 0
 fi
 MAIN_SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-if [[ ! -x .venv-kilted/bin/python ]]; then
-  log 'creating .venv-kilted'
-  "$(.venv/bin/python -c 'import sys; print(sys._base_executable)')" -m venv .venv-kilted
+if [[ ! -x _ci/kilted/venv/bin/python ]]; then
+  log 'creating _ci/kilted/venv'
+  "$(.venv/bin/python -c 'import sys; print(sys._base_executable)')" -m venv _ci/kilted/venv
 fi
-KILTED_SITE=$(.venv-kilted/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+KILTED_SITE=$(_ci/kilted/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # "zz": site.py reads .pth files in name order; .venv's packages go after everything else.
 echo "$MAIN_SITE" >"$KILTED_SITE/zz_r2former_main_venv.pth"
 log 'ROS 2 Kilted wheels and the package build (.ci/ros_setup.sh)'
 R2FORMER_ROS_DISTRO=kilted R2FORMER_ROS_CI_DIR=$ROOT/_ci/kilted \
-  R2FORMER_ROS_PREFIX=$ROOT/_ci/kilted/install bash .ci/ros_setup.sh .venv-kilted/bin/python
-.venv-kilted/bin/python -c 'import rclpy, importlib.metadata as m, sys
+  R2FORMER_ROS_PREFIX=$ROOT/_ci/kilted/install bash .ci/ros_setup.sh _ci/kilted/venv/bin/python
+_ci/kilted/venv/bin/python -c 'import rclpy, importlib.metadata as m, sys
 print("[kilted] rclpy", m.version("ros-kilted-rclpy"), "from", rclpy.__file__)
-sys.exit(".venv-kilted" not in rclpy.__file__)'
+sys.exit("_ci/kilted/venv" not in rclpy.__file__)'
 . _ci/kilted/ros_env.sh
 log 'tests: test/ros on Kilted (launch test excluded: the tooling bundle is Jazzy)'
-.venv-kilted/bin/python -m pytest -q -p no:cacheprovider -p no:launch_testing -p no:launch_ros \
+_ci/kilted/venv/bin/python -m pytest -q -p no:cacheprovider -p no:launch_testing -p no:launch_ros \
   test/ros --ignore=test/ros/test_launch.py
 log 'done'
