@@ -3,8 +3,9 @@ The bundled corridor as a drive: calibrate on one half, evaluate on the other; k
 
 Reference traverse = the map (60 places, 10 m apart on a synthetic straight track); query traverse
 = the drive (1 m to the side, one frame per second). Runs the real commands (printed as they
-run) with the DINOv2 fallback and writes every JSON into OUT (default bench/corridor_drive/),
-then prints one JSON summary:
+run) with the DINOv2 fallback and writes bags, maps, every JSON and the plots into OUT (default
+a fresh temporary directory), then prints one JSON summary and stores it as
+bench/corridor_drive.json:
 
 1. ``build_map`` from the reference bag (self-calibration at build time, the fallback);
 2. ``r2former calibrate`` on the first half of the drive (queries 0-29);
@@ -16,6 +17,9 @@ then prints one JSON summary:
    them are published as matched.
 
     .venv/bin/python bench/corridor_drive.py [OUT]
+
+The kidnap and leaving drives reuse frames of the calibration half (0-29): they measure recovery
+and out-of-map behaviour, not accuracy on unseen frames.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -140,7 +145,8 @@ def frames_to_recover(summary: dict[str, Any], jump_at: int) -> int | None:
 
 
 def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / 'bench' / 'corridor_drive'
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else \
+        Path(tempfile.mkdtemp(prefix='corridor_drive-'))
     bags = out / 'bags'
     bags.mkdir(parents=True, exist_ok=True)
     log: list[dict[str, Any]] = []
@@ -188,7 +194,9 @@ def main() -> None:
                             'single_frame': brief(leaving['none'])},
         'commands': log,
     }
-    (out / 'report.json').write_text(json.dumps(report, indent=2) + '\n', encoding='utf-8')
+    text = json.dumps(report, indent=2) + '\n'
+    (out / 'report.json').write_text(text, encoding='utf-8')
+    (ROOT / 'bench' / 'corridor_drive.json').write_text(text, encoding='utf-8')
     print(json.dumps(report, indent=2))
 
 
