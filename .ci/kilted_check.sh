@@ -26,15 +26,20 @@ if [[ ! -x _ci/kilted/venv/bin/python ]]; then
   "$(.venv/bin/python -c 'import sys; print(sys._base_executable)')" -m venv _ci/kilted/venv
 fi
 KILTED_SITE=$(_ci/kilted/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-# "zz": site.py reads .pth files in name order; .venv's packages go after everything else.
-echo "$MAIN_SITE" >"$KILTED_SITE/zz_r2former_main_venv.pth"
+# The Kilted wheels go in while .venv is out of sight: pip would otherwise count .venv's Jazzy
+# packages (the wheels' loader, numpy, ...) as installed and leave them out.
+PTH=$KILTED_SITE/zz_r2former_main_venv.pth
+rm -f "$PTH"
 log 'ROS 2 Kilted wheels and the package build (.ci/ros_setup.sh)'
 R2FORMER_ROS_DISTRO=kilted R2FORMER_ROS_CI_DIR=$ROOT/_ci/kilted \
   R2FORMER_ROS_PREFIX=$ROOT/_ci/kilted/install bash .ci/ros_setup.sh _ci/kilted/venv/bin/python
+# "zz": site.py reads .pth files in name order; .venv's packages go after everything else.
+echo "$MAIN_SITE" >"$PTH"
 _ci/kilted/venv/bin/python -c 'import rclpy, importlib.metadata as m, sys
 print("[kilted] rclpy", m.version("ros-kilted-rclpy"), "from", rclpy.__file__)
 sys.exit("_ci/kilted/venv" not in rclpy.__file__)'
 . _ci/kilted/ros_env.sh
+export ROS_DISTRO=kilted  # as /opt/ros/kilted/setup.bash sets it (picks the Fast DDS 3 variable)
 log 'tests: test/ros on Kilted (launch test excluded: the tooling bundle is Jazzy)'
 _ci/kilted/venv/bin/python -m pytest -q -p no:cacheprovider -p no:launch_testing -p no:launch_ros \
   test/ros --ignore=test/ros/test_launch.py

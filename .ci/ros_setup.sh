@@ -81,6 +81,7 @@ KILTED_PINS=(
   'ros-kilted-ament-cmake-python==2.7.3'
   'ros-kilted-ament-cmake-include-directories==2.7.3'
   'ros-kilted-ament-cmake-ros==0.14.5'
+  'ros-kilted-ament-cmake-ros-core==0.14.5'
   'ros-kilted-ament-cmake-gmock==2.7.3'
   'ros-kilted-ament-cmake-gtest==2.7.3'
   'ros-kilted-ament-cmake-pytest==2.7.3'

@@ -73,7 +73,12 @@ def _dds_environment(profile: str, environment: dict[str, str]) -> list[Action]:
         return []
     if not os.path.isfile(profile):
         raise FileNotFoundError(f"dds_profile '{profile}' does not exist")
-    return [SetEnvironmentVariable(name, profile) for name in DDS_PROFILE_VARIABLES]
+    # Fast DDS 2.x (Humble, Jazzy) reads the first name, 3.x (Kilted on) the second, and 3.x
+    # rejects a file given under both names (it loads it twice).
+    distro = environment.get('ROS_DISTRO', '')
+    names = DDS_PROFILE_VARIABLES[:1] if distro in ('humble', 'iron', 'jazzy') else \
+        DDS_PROFILE_VARIABLES[1:] if distro else DDS_PROFILE_VARIABLES
+    return [SetEnvironmentVariable(name, profile) for name in names]
 
 
 def _nodes(context: LaunchContext) -> list[Action]:

@@ -204,14 +204,29 @@ def make_ros_env(domain_id: int, workdir: Path, prefix: Path | None = None) -> R
 
 def isolation_variables(domain_id: int, profiles_file: Path) -> dict[str, str]:
     """Return the variables that keep ROS traffic of one test on this host and in its domain."""
-    return {
+    variables = {
         'ROS_DOMAIN_ID': str(domain_id),
         'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-        # Fast DDS 3 (Kilted) reads the first name, Fast DDS 2.14 (Jazzy, Humble) the second.
-        'FASTDDS_DEFAULT_PROFILES_FILE': str(profiles_file),
-        'FASTRTPS_DEFAULT_PROFILES_FILE': str(profiles_file),
         'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp',
     }
+    variables.update({name: str(profiles_file) for name in profile_variables()})
+    return variables
+
+
+def profile_variables(distro: str | None = None) -> tuple[str, ...]:
+    """
+    The Fast DDS profile variable(s) of this ROS distribution (``ROS_DISTRO``).
+
+    Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE; Fast DDS 3 (Kilted on)
+    reads FASTDDS_DEFAULT_PROFILES_FILE and, when both are set, loads the file twice and rejects
+    the second copy ("other transport with the same id"). Unknown distribution: both.
+    """
+    distro = os.environ.get('ROS_DISTRO', '') if distro is None else distro
+    if distro in ('humble', 'iron', 'jazzy'):
+        return ('FASTRTPS_DEFAULT_PROFILES_FILE',)
+    if distro:
+        return ('FASTDDS_DEFAULT_PROFILES_FILE',)
+    return ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
 
 
 def wait_until(

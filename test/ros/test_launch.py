@@ -33,7 +33,7 @@ import launch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # ros_testing, map_factory (also under launch_test)
-from ros_testing import install_prefix, install_site  # noqa: E402
+from ros_testing import install_prefix, install_site, profile_variables  # noqa: E402
 
 ROOT = HERE.parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'localize.launch.py'
@@ -79,8 +79,7 @@ def generate_test_description():
     os.environ.update({
         'ROS_DOMAIN_ID': str(random.randint(102, 232)),
         'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-        'FASTRTPS_DEFAULT_PROFILES_FILE': str(PROFILE),
-        'FASTDDS_DEFAULT_PROFILES_FILE': str(PROFILE),
+        **{name: str(PROFILE) for name in profile_variables()},
     })
     os.environ.pop('ROS_LOCALHOST_ONLY', None)
     os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(
