@@ -49,12 +49,23 @@ STATE: dict = {}
 
 
 def ros2(*args: str, timeout: float = 120.0) -> str:
-    """Run the ros2 command (the real CLI) in the test's domain; return and print its output."""
+    """
+    Run the ros2 command (the real CLI) in the test's domain; return and print its output.
+
+    A fresh ros2 daemon (or --no-daemon) may not have discovered the node yet on a busy machine
+    ("Node not found", "... not available"): such answers are retried for up to a minute.
+    """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         filter(None, [str(SITE), os.environ.get('PYTHONPATH')])))
-    done = subprocess.run(['ros2', *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    text = (done.stdout + done.stderr).strip()
+    deadline = time.monotonic() + 60.0
+    while True:
+        done = subprocess.run(['ros2', *args], env=env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        text = (done.stdout + done.stderr).strip()
+        not_seen = 'Node not found' in text or 'not available' in text
+        if not not_seen or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
     print(f'$ ros2 {" ".join(args)}\n{text}', flush=True)
     return text
 
