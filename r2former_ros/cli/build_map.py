@@ -12,21 +12,14 @@ import logging
 import sys
 
 from r2former_ros.cli.model_args import add_model_arguments
+from r2former_ros.core import mapping
 from r2former_ros.core.errors import R2FormerError
 from r2former_ros.core.io.folders import LAYOUTS
 from r2former_ros.core.mapdb import LOCAL_FORMATS
-from r2former_ros.core.mapping import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_GPS_GAP_S,
-    DEFAULT_MIN_DISTANCE_M,
-    INDEX_TYPES,
-    BuildOptions,
-    BuildReport,
-    read_topics,
-)
 from r2former_ros.core.mapping.decode_pool import DEFAULT_DECODE_THREADS
 
 PROG = 'build_map'
+_SPACING_M = mapping.DEFAULT_MIN_DISTANCE_M  # short name for the help text below
 
 EPILOG = f"""\
 examples:
@@ -51,9 +44,9 @@ examples:
   build_map --images photos --csv photos/positions.csv --out maps/photos
 
 keyframes: an image becomes a place when the robot moved --min-distance metres (default
-{DEFAULT_MIN_DISTANCE_M:g}) or --min-interval seconds passed since the last kept image. Why
-{DEFAULT_MIN_DISTANCE_M:g} m: place recognition is judged correct within 25 m (R2Former and the VPR
-benchmarks) and localization aims at 10-25 m, so a place every {DEFAULT_MIN_DISTANCE_M:g} m leaves
+{_SPACING_M:g}) or --min-interval seconds passed since the last kept image. Why
+{_SPACING_M:g} m: place recognition is judged correct within 25 m (R2Former and the VPR
+benchmarks) and localization aims at 10-25 m, so a place every {_SPACING_M:g} m leaves
 several map images within any 10 m, robust to occlusion and viewpoint change, while a 10 km
 route stays at 5000 places. Without it a 15 Hz camera at walking speed (1.4 m/s) gives 10
 images per metre: 20x the map for almost no recall. Image folders keep every image.
@@ -101,21 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument('--layout', choices=LAYOUTS,
                      help='--images file names carry the position (VPR benchmark layout)')
     sel = parser.add_argument_group('keyframes and geotagging')
-    sel.add_argument('--min-distance', type=float, default=DEFAULT_MIN_DISTANCE_M,
+    sel.add_argument('--min-distance', type=float, default=mapping.DEFAULT_MIN_DISTANCE_M,
                      metavar='METRES',
                      help=f'keep an image after moving this far (default '
-                          f'{DEFAULT_MIN_DISTANCE_M:g}; see below)')
+                          f'{_SPACING_M:g}; see below)')
     sel.add_argument('--min-interval', type=float, metavar='SECONDS',
                      help='also keep an image this long after the last kept one (default: off)')
     sel.add_argument('--all-frames', action='store_true', help='keep every geotagged image')
-    sel.add_argument('--max-gps-gap', type=float, default=DEFAULT_MAX_GPS_GAP_S,
+    sel.add_argument('--max-gps-gap', type=float, default=mapping.DEFAULT_MAX_GPS_GAP_S,
                      metavar='SECONDS',
                      help='drop images farther than this from a usable fix on either side '
-                          f'(default {DEFAULT_MAX_GPS_GAP_S:g})')
+                          f'(default {mapping.DEFAULT_MAX_GPS_GAP_S:g})')
     mdl = parser.add_argument_group('model')
     add_model_arguments(mdl)
-    mdl.add_argument('--batch-size', type=int, default=DEFAULT_BATCH_SIZE,
-                     help=f'images per model call (default {DEFAULT_BATCH_SIZE})')
+    mdl.add_argument('--batch-size', type=int, default=mapping.DEFAULT_BATCH_SIZE,
+                     help=f'images per model call (default {mapping.DEFAULT_BATCH_SIZE})')
     mdl.add_argument('--decode-threads', type=int, default=DEFAULT_DECODE_THREADS, metavar='N',
                      help='images decoded in parallel (default: one per core, here '
                           f'{DEFAULT_DECODE_THREADS})')
@@ -129,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument('--local-format', choices=LOCAL_FORMATS, default='int8',
                      help='local descriptor storage: int8 (default, half the size, within '
                           '1/254 per component) or fp16')
-    out.add_argument('--index', choices=INDEX_TYPES, default=None,
+    out.add_argument('--index', choices=mapping.INDEX_TYPES, default=None,
                      help='global index: auto (default: exact for small maps, IVF above), '
                           'exact, ivf or hnsw; on --append the stored choice. IVF/HNSW are '
                           'tuned on the map itself (see below)')
@@ -166,7 +159,7 @@ def _list_topics(args: argparse.Namespace) -> int:
     """Print topics as an aligned table."""
     if not args.bag:
         raise _UsageError('--list-topics needs --bag PATH')
-    topics = read_topics(args.bag)
+    topics = mapping.read_topics(args.bag)
     width = max([len('topic')] + [len(t.name) for t in topics])
     type_width = max([len('type')] + [len(t.msgtype) for t in topics])
     print(f'{"topic":<{width}}  {"type":<{type_width}}  count')
@@ -175,10 +168,10 @@ def _list_topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def _options(args: argparse.Namespace) -> BuildOptions:
+def _options(args: argparse.Namespace) -> mapping.BuildOptions:
     if not args.out:
         raise _UsageError('--out MAP_DIR is required')
-    return BuildOptions(
+    return mapping.BuildOptions(
         out=args.out, bags=args.bag, image_topic=args.image_topic, gps_topic=args.gps_topic,
         pose_topic=args.pose_topic, images_dir=args.images, csv_file=args.csv,
         layout=args.layout, min_distance_m=args.min_distance, min_interval_s=args.min_interval,
@@ -193,7 +186,7 @@ def _options(args: argparse.Namespace) -> BuildOptions:
         num_local=args.num_local, precision=args.precision)
 
 
-def _summary(report: BuildReport) -> str:
+def _summary(report: mapping.BuildReport) -> str:
     from r2former_ros.core.mapping.extract import MIN_IMAGE_PX  # noqa: PLC0415 - loaded by now
 
     lines = [f'wrote {report.path}: {report.added} new places, {report.num_places} in the map']

@@ -163,25 +163,11 @@ def bag_queries(bag_paths: str | Path | Sequence[str | Path], image_topic: str,
     Images the GPS does not cover (no usable fix within ``max_gap_s`` on both sides) are
     skipped and counted in the returned stats (filled while iterating).
     """
-    from r2former_ros.core.geo.geotag import filter_fixes, geotag_images  # noqa: PLC0415
-    from r2former_ros.core.io import bags  # noqa: PLC0415 - rosbags only when a bag is evaluated
+    # rosbags only when a bag is evaluated.
+    from r2former_ros.core.io.bag_geotag import geotagged_bag_images  # noqa: PLC0415
 
-    fixes = filter_fixes(bags.read_navsat(bag_paths, gps_topic))
-    stats = {'images': 0, 'skipped_no_gps': 0, 'usable_fixes': len(fixes)}
-
-    def generate() -> Iterator[EvalQuery]:
-        for record in bags.iter_images(bag_paths, image_topic):
-            stats['images'] += 1
-            if (stats['images'] - 1) % every:
-                continue
-            tags = geotag_images(np.array([record.stamp_ns]), fixes, max_gap_s=max_gap_s,
-                                 origin=origin)
-            if tags.image_index.size == 0:
-                stats['skipped_no_gps'] += 1
-                continue
-            rgb = record.rgb
-            yield EvalQuery(f'{Path(record.bag_path).name}#{record.index}', _holding(rgb),
-                            float(tags.east[0]), float(tags.north[0]),
-                            stamp_s=record.stamp_ns * 1e-9)
-
-    return generate(), stats
+    images, stats = geotagged_bag_images(bag_paths, image_topic, gps_topic, origin, max_gap_s,
+                                         every)
+    queries = (EvalQuery(image.name, _holding(image.record.rgb), image.east, image.north,
+                         stamp_s=image.record.stamp_ns * 1e-9) for image in images)
+    return queries, stats

@@ -96,28 +96,18 @@ def bag_drive_frames(localizer: Localizer, bag_paths: str | Path | Sequence[str 
                      max_gap_s: float = 1.0, progress: Progress | None = None
                      ) -> tuple[list[DriveFrame], dict[str, int]]:
     """Encode and rank every GPS-covered image of a drive bag (in time order)."""
-    from r2former_ros.core.geo.geotag import filter_fixes, geotag_images  # noqa: PLC0415
-    from r2former_ros.core.io import bags  # noqa: PLC0415 - rosbags only for bags
+    from r2former_ros.core.io.bag_geotag import geotagged_bag_images  # noqa: PLC0415 - rosbags
 
     origin_block = localizer.database.manifest['origin']
     origin = (float(origin_block['lat']), float(origin_block['lon']), float(origin_block['alt']))
-    fixes = filter_fixes(bags.read_navsat(bag_paths, gps_topic))
-    stats = {'images': 0, 'skipped_no_gps': 0, 'usable_fixes': len(fixes)}
+    images, stats = geotagged_bag_images(bag_paths, image_topic, gps_topic, origin, max_gap_s,
+                                         every)
     frames: list[DriveFrame] = []
-    for record in bags.iter_images(bag_paths, image_topic):
-        stats['images'] += 1
-        if (stats['images'] - 1) % every:
-            continue
-        tags = geotag_images(np.array([record.stamp_ns]), fixes, max_gap_s=max_gap_s,
-                             origin=origin)
-        if tags.image_index.size == 0:
-            stats['skipped_no_gps'] += 1
-            continue
-        features = localizer.model.encode_rgb([record.rgb])
+    for image in images:
+        features = localizer.model.encode_rgb([image.record.rgb])
         frames.append(rank_frame(localizer, features.global_desc[0], features.local_feats[0],
-                                 float(tags.east[0]), float(tags.north[0]),
-                                 record.stamp_ns * 1e-9,
-                                 f'{Path(record.bag_path).name}#{record.index}'))
+                                 image.east, image.north, image.record.stamp_ns * 1e-9,
+                                 image.name))
         if progress and len(frames) % 10 == 0:
             progress(f'{len(frames)} drive frames ranked')
     return frames, stats

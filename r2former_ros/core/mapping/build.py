@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 import time
+from typing import Any
 
 from r2former_ros.core.errors import CheckpointError, R2FormerError
 from r2former_ros.core.localize.calibration import calibrate_map
@@ -38,7 +39,7 @@ from r2former_ros.core.mapping.options import (
     check_options,
     tune_settings,
 )
-from r2former_ros.core.mapping.plan import plan_bags, plan_folder
+from r2former_ros.core.mapping.plan import Plan, plan_bags, plan_folder
 from r2former_ros.core.places import factory
 from r2former_ros.core.places.base import PlaceModel
 
@@ -87,6 +88,26 @@ def build_map(opts: BuildOptions, model: PlaceModel | None = None) -> BuildRepor
     started = time.perf_counter()
     timing = dict.fromkeys(('plan_s', 'read_decode_s', 'preprocess_s', 'wait_s', 'model_s',
                             'write_s', 'commit_s', 'calibrate_s'), 0.0)
+    out, plan = plan_build(opts, timing)
+    model = model or _load_model(opts)
+    writer = open_map_writer(opts, out, model.identity(), plan)
+    source_ids = [writer.add_source(source) for source in plan.sources]
+    with writer:
+        kept = extract_places(opts, plan, model, writer, source_ids, timing)
+        record_kept(writer, plan, source_ids, kept)
+        num_places = writer.num_places
+        start = time.perf_counter()
+    timing['commit_s'] = time.perf_counter() - start
+    return finish_build(opts, out, model, plan, kept, num_places, timing, started)
+
+
+def plan_build(opts: BuildOptions, timing: dict[str, float]) -> tuple[Path, Plan]:
+    """
+    Check the options and plan the places (no pixels decoded); shared with the Ray build.
+
+    Bags are planned before the model loads, so bad input fails in seconds, not after loading.
+    Returns the map directory and the plan; ``timing['plan_s']`` gets the planning time.
+    """
     check_options(opts)
     out = Path(opts.out)
     if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
@@ -96,37 +117,45 @@ def build_map(opts: BuildOptions, model: PlaceModel | None = None) -> BuildRepor
         # Places of an appended bag live in the existing map's ENU frame.
         block = map_info(out)['origin']
         origin = (float(block['lat']), float(block['lon']), float(block['alt']))
-    # Bags are planned before the model loads: bad input fails in seconds, not after loading.
     start = time.perf_counter()
     plan = plan_bags(opts, origin) if opts.bags else plan_folder(opts, origin)
     timing['plan_s'] = time.perf_counter() - start
-    model = model or _load_model(opts)
-    identity = model.identity()
-    if opts.append:
-        writer = MapWriter.append(out, identity, index_type=opts.index_type,
-                                  tune=tune_settings(opts))
-        seen = {(s.get('bag'), s.get('image_topic')) for s in writer.sources}
-        for source in plan.sources:
-            if source.get('bag') and (source['bag'], source['image_topic']) in seen:
-                # Not fatal (maybe intended), but usually a mistake that duplicates places.
-                LOG.warning('%s %s is already in map %s; its places are added again',
-                            source['bag'], source['image_topic'], out)
-    else:
+    return out, plan
+
+
+def open_map_writer(opts: BuildOptions, out: Path, identity: dict[str, Any],
+                    plan: Plan) -> MapWriter:
+    """Open the writer of a new map, or of the map to append to (warning on re-added bags)."""
+    if not opts.append:
         writer = MapWriter(out, identity, local_format=opts.local_format,
                            index_type=opts.index_type or 'auto', overwrite=opts.overwrite,
                            tune=tune_settings(opts))
         writer.set_origin(*plan.origin)
-    source_ids = [writer.add_source(source) for source in plan.sources]
-    with writer:
-        kept = extract_places(opts, plan, model, writer, source_ids, timing)
-        for slot, source_id in enumerate(source_ids):
-            plan.sources[slot]['kept'] = kept[slot]
-            plan.sources[slot]['undecodable_skipped'] = plan.sources[slot]['selected'] - kept[slot]
-            writer.update_source(source_id, plan.sources[slot])
-        num_places = writer.num_places
-        start = time.perf_counter()
-    timing['commit_s'] = time.perf_counter() - start
-    LOG.info('map %s: added %d places (%d in total)', out, sum(kept), num_places)
+        return writer
+    writer = MapWriter.append(out, identity, index_type=opts.index_type,
+                              tune=tune_settings(opts))
+    seen = {(s.get('bag'), s.get('image_topic')) for s in writer.sources}
+    for source in plan.sources:
+        if source.get('bag') and (source['bag'], source['image_topic']) in seen:
+            # Not fatal (maybe intended), but usually a mistake that duplicates places.
+            LOG.warning('%s %s is already in map %s; its places are added again',
+                        source['bag'], source['image_topic'], out)
+    return writer
+
+
+def record_kept(writer: MapWriter, plan: Plan, source_ids: list[int], kept: list[int]) -> None:
+    """Store in each source's manifest entry how many of its selected images were kept."""
+    for slot, source_id in enumerate(source_ids):
+        plan.sources[slot]['kept'] = kept[slot]
+        plan.sources[slot]['undecodable_skipped'] = plan.sources[slot]['selected'] - kept[slot]
+        writer.update_source(source_id, plan.sources[slot])
+
+
+def finish_build(opts: BuildOptions, out: Path, model: PlaceModel, plan: Plan, kept: list[int],
+                 num_places: int, timing: dict[str, float], started: float,
+                 how: str = '') -> BuildReport:
+    """Log the committed map, calibrate it if asked and return the report."""
+    LOG.info('map %s: added %d places (%d in total)%s', out, sum(kept), num_places, how)
     calibrated = False
     if opts.calibrate:
         start = time.perf_counter()

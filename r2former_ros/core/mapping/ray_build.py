@@ -24,13 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 import logging
-from pathlib import Path
 import time
 from typing import Any
 
 import numpy as np
 
-from r2former_ros.core.errors import CheckpointError, ConfigError, ImageError
+from r2former_ros.core.errors import ConfigError, ImageError
 from r2former_ros.core.features import ImageFeatures
 from r2former_ros.core.io import bags
 from r2former_ros.core.io.images import read_image_file
@@ -38,18 +37,18 @@ from r2former_ros.core.mapdb import (
     DEFAULT_THUMBNAIL_WIDTH,
     MapWriter,
     PlaceRecord,
-    map_info,
     resize_to_width,
 )
-from r2former_ros.core.mapping.build import _calibrate, _load_model
-from r2former_ros.core.mapping.extract import MIN_IMAGE_PX
-from r2former_ros.core.mapping.options import (
-    BuildOptions,
-    BuildReport,
-    check_options,
-    tune_settings,
+from r2former_ros.core.mapping.build import (
+    _load_model,
+    finish_build,
+    open_map_writer,
+    plan_build,
+    record_kept,
 )
-from r2former_ros.core.mapping.plan import Plan, plan_bags, plan_folder
+from r2former_ros.core.mapping.extract import MIN_IMAGE_PX
+from r2former_ros.core.mapping.options import BuildOptions, BuildReport
+from r2former_ros.core.mapping.plan import Plan
 
 LOG = logging.getLogger(__name__)
 
@@ -189,17 +188,7 @@ def build_map_ray(opts: BuildOptions, address: str | None = None, *,
     ray = _import_ray()
     started = time.perf_counter()
     timing = dict.fromkeys(('plan_s', 'ray_s', 'commit_s', 'calibrate_s'), 0.0)
-    check_options(opts)
-    out = Path(opts.out)
-    if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
-        raise CheckpointError(f'checkpoint {opts.checkpoint} does not exist')
-    origin = None
-    if opts.append:
-        block = map_info(out)['origin']
-        origin = (float(block['lat']), float(block['lon']), float(block['alt']))
-    start = time.perf_counter()
-    plan = plan_bags(opts, origin) if opts.bags else plan_folder(opts, origin)
-    timing['plan_s'] = time.perf_counter() - start
+    out, plan = plan_build(opts, timing)
     # The driver's model gives the map identity and calibrates afterwards, as in the plain build.
     model = _load_model(opts)
     _init_ray(ray, address, num_cpus)
@@ -215,14 +204,7 @@ def build_map_ray(opts: BuildOptions, address: str | None = None, *,
         EncodeBatch, fn_constructor_kwargs={'model_options': _model_options(opts, device)},
         batch_size=opts.batch_size, batch_format='numpy', concurrency=actors,
         num_gpus=1 if gpus else 0, num_cpus=1)
-    if opts.append:
-        writer = MapWriter.append(out, model.identity(), index_type=opts.index_type,
-                                  tune=tune_settings(opts))
-    else:
-        writer = MapWriter(out, model.identity(), local_format=opts.local_format,
-                           index_type=opts.index_type or 'auto', overwrite=opts.overwrite,
-                           tune=tune_settings(opts))
-        writer.set_origin(*plan.origin)
+    writer = open_map_writer(opts, out, model.identity(), plan)
     source_ids = [writer.add_source(source) for source in plan.sources]
     kept = [0] * len(plan.sources)
     skips: list[str] = []
@@ -234,21 +216,12 @@ def build_map_ray(opts: BuildOptions, address: str | None = None, *,
         if sum(kept) == 0:
             raise ImageError(f'none of the {len(plan.places)} selected images could be decoded '
                              f'or was large enough; first problem: {skips[0] if skips else "?"}')
-        for slot, source_id in enumerate(source_ids):
-            plan.sources[slot]['kept'] = kept[slot]
-            plan.sources[slot]['undecodable_skipped'] = plan.sources[slot]['selected'] - kept[slot]
-            writer.update_source(source_id, plan.sources[slot])
+        record_kept(writer, plan, source_ids, kept)
         num_places = writer.num_places
         start = time.perf_counter()
     timing['commit_s'] = time.perf_counter() - start
-    LOG.info('map %s: added %d places (%d in total) with Ray', out, sum(kept), num_places)
-    calibrated = False
-    if opts.calibrate:
-        start = time.perf_counter()
-        calibrated = _calibrate(out, model)
-        timing['calibrate_s'] = time.perf_counter() - start
-    timing['total_s'] = time.perf_counter() - started
-    return BuildReport(out, num_places, sum(kept), plan.sources, calibrated, timing)
+    return finish_build(opts, out, model, plan, kept, num_places, timing, started,
+                        how=' with Ray')
 
 
 def _add_batch(batch: dict[str, np.ndarray], plan: Plan, writer: MapWriter,
