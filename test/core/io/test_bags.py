@@ -262,7 +262,7 @@ def test_far_header_stamps_are_used_with_one_warning(tmp_path, caplog):
     far = START_NS - 3_600_000_000_000
     bag = write_rosbag2(tmp_path / 'far', _stamped_images(
         [(far, START_NS), (far + 1, START_NS + 1)]))
-    with caplog.at_level(logging.WARNING, logger='r2former_ros.core.io.bags'):
+    with caplog.at_level(logging.WARNING, logger='r2former_ros.core.io.bag_open'):
         records = list(bags.iter_images(bag, CAMERA))
     assert [r.stamp_ns for r in records] == [far, far + 1]
     warnings = [r for r in caplog.records if 'header stamps differ' in r.getMessage()]
