@@ -40,7 +40,7 @@ ARGUMENTS = [
         'YAML file with the node parameters.',
     ),
     ('device', '', "Inference device: 'auto', 'cpu' or 'cuda[:N]'; empty: the parameters file."),
-    ('backbone', '', 'Backbone name; empty: the parameters file (must match the map).'),
+    ('backbone', '', "Backbone name; empty: the parameters file (default: the map's own)."),
     ('autostart', 'true',
      'Configure and activate the lifecycle node at start (true), or leave it unconfigured for '
      'a lifecycle manager (false).'),

@@ -56,7 +56,7 @@ from r2former_ros.core.errors import ConfigError, ImageError, R2FormerError
 from r2former_ros.core.localize.localizer import Localizer
 from r2former_ros.core.mapdb import MapDatabase
 from r2former_ros.core.places.base import PlaceModel
-from r2former_ros.core.places.factory import load_place_model, model_settings_for_map
+from r2former_ros.core.places.factory import load_place_model, map_model_settings
 from r2former_ros.ros import conversions
 from r2former_ros.ros.node_outputs import Outputs, diagnostics_array
 from r2former_ros.ros.node_state import Frame, Mailbox, Stats
@@ -77,15 +77,16 @@ STOP_LOGGER = 'r2former_ros'
 
 def load_node_model(params: NodeParameters, database: MapDatabase) -> PlaceModel:
     """
-    Load the node's place model: unset checkpoint/input size/token count come from the map.
+    Load the node's place model: what the parameters leave unset comes from the map.
 
     Goes through `load_place_model`, so the node runs with the same float math (TF32 off,
     reduced precision opt-in on CUDA) as every command-line tool.
     """
-    checkpoint, input_hw, num_local = model_settings_for_map(
-        database.manifest['model'], params.checkpoint, params.input_hw, params.num_local)
-    return load_place_model(params.backbone, checkpoint, params.device, input_hw, num_local,
-                            precision=params.precision)
+    settings = map_model_settings(database.manifest['model'], backbone=params.backbone or None,
+                                  checkpoint=params.checkpoint, input_hw=params.input_hw,
+                                  num_local=params.num_local)
+    return load_place_model(settings.backbone, settings.checkpoint, params.device,
+                            settings.input_hw, settings.num_local, precision=params.precision)
 
 
 def free_model_memory(device: Any) -> None:

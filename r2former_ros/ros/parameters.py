@@ -55,8 +55,9 @@ SPECS: tuple[ParameterSpec, ...] = (
                   'Weights file; empty: the file the map was built with (if it still exists), '
                   'else $R2FORMER_CHECKPOINT or the cache, else seeded random weights (warned).',
                   True),
-    ParameterSpec('backbone', 'backbone', 'r2former',
-                  f'Place model backbone: {" | ".join(BACKBONES)}; must match the map.', True),
+    ParameterSpec('backbone', 'backbone', '',
+                  f'Place model backbone: {" | ".join(BACKBONES)}; empty: the one the map was '
+                  'built with (another value is refused).', True),
     ParameterSpec('device', 'device', 'auto', "Inference device: 'auto', 'cpu', 'cuda[:N]'.",
                   True),
     ParameterSpec('precision', 'precision', 'fp32',
@@ -124,7 +125,7 @@ class NodeParameters:
     map: str
     autostart: bool = True
     checkpoint: str = ''
-    backbone: str = 'r2former'
+    backbone: str = ''  # empty: the map's own backbone
     device: str = 'auto'
     precision: str = 'fp32'
     input_size: str = ''
@@ -159,7 +160,7 @@ class NodeParameters:
         """Raise ConfigError naming the first bad value; return self."""
         if not self.map:
             raise ConfigError("parameter 'map' is required: the map directory from build_map")
-        if self.backbone not in BACKBONES:
+        if self.backbone and self.backbone not in BACKBONES:
             raise ConfigError(f"backbone '{self.backbone}' is not one of {', '.join(BACKBONES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision '{self.precision}' is not one of "

@@ -19,3 +19,40 @@ def test_every_node_parameter_has_exactly_one_spec():
     assert set(attributes) == {field.name for field in fields(NodeParameters)}
     # Every default is valid: only the map has to be given.
     assert NodeParameters.from_values({'map': 'maps/campus'}).map == 'maps/campus'
+
+
+@pytest.mark.parametrize('given, expected', [('', 'dinov2-s14'), ('dinov2-s14', 'dinov2-s14')])
+def test_node_takes_the_backbone_from_the_map(monkeypatch, given, expected):
+    pytest.importorskip('rclpy')
+    from r2former_ros.ros import localization_node
+    from r2former_ros.ros.parameters import NodeParameters
+
+    loaded = {}
+
+    def fake_load(backbone, checkpoint, device, input_hw, num_local, precision='fp32'):
+        loaded.update(backbone=backbone, input_hw=input_hw, num_local=num_local)
+        return 'model'
+
+    class Database:
+        manifest = {'model': {'backbone': 'dinov2-s14', 'checkpoint': '', 'input_hw': [224, 224],
+                              'num_local': 64}}
+
+    monkeypatch.setattr(localization_node, 'load_place_model', fake_load)
+    params = NodeParameters.from_values({'map': 'maps/corridor', 'backbone': given})
+    assert localization_node.load_node_model(params, Database()) == 'model'
+    assert loaded == {'backbone': expected, 'input_hw': (224, 224), 'num_local': 64}
+
+
+def test_node_refuses_a_backbone_other_than_the_maps():
+    pytest.importorskip('rclpy')
+    from r2former_ros.core.errors import ConfigError
+    from r2former_ros.ros import localization_node
+    from r2former_ros.ros.parameters import NodeParameters
+
+    class Database:
+        manifest = {'model': {'backbone': 'dinov2-s14', 'checkpoint': '', 'input_hw': [224, 224],
+                              'num_local': 64}}
+
+    params = NodeParameters.from_values({'map': 'maps/corridor', 'backbone': 'r2former'})
+    with pytest.raises(ConfigError, match='r2former.*dinov2-s14'):
+        localization_node.load_node_model(params, Database())

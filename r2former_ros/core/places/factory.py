@@ -96,19 +96,6 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def model_settings_for_map(map_model: Mapping[str, Any], checkpoint: str | Path | None,
-                           input_hw: tuple[int, int] | None, num_local: int | None
-                           ) -> tuple[str | None, tuple[int, int], int]:
-    """
-    (checkpoint, input_hw, num_local) of :func:`map_model_settings`, without the backbone.
-
-    Kept for callers that do not pass a backbone yet; new code uses :func:`map_model_settings`.
-    """
-    settings = map_model_settings(map_model, checkpoint=checkpoint, input_hw=input_hw,
-                                  num_local=num_local)
-    return settings.checkpoint, settings.input_hw, settings.num_local
-
-
 def auto_backbone(checkpoint: str | os.PathLike[str] | None = None) -> tuple[str, str | None]:
     """
     Pick the backbone when none was chosen; also return a line saying so for the fallback.

@@ -1,7 +1,7 @@
 import pytest
 
 from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.places.factory import load_place_model, model_settings_for_map
+from r2former_ros.core.places.factory import load_place_model, map_model_settings
 
 MAP_MODEL = {'backbone': 'r2former', 'checkpoint': '', 'input_hw': [128, 160], 'num_local': 48}
 
@@ -10,16 +10,19 @@ def test_unset_settings_come_from_the_map(tmp_path):
     weights = tmp_path / 'CVPR23_DeitS_Rerank.pth'
     weights.write_bytes(b'x')
     recorded = dict(MAP_MODEL, checkpoint=str(weights))
-    assert model_settings_for_map(recorded, None, None, None) == (str(weights), (128, 160), 48)
+    settings = map_model_settings(recorded)
+    assert (settings.backbone, settings.checkpoint, settings.input_hw, settings.num_local) == (
+        'r2former', str(weights), (128, 160), 48)
     # an explicit checkpoint wins (its weights hash is checked when the map opens)
-    assert model_settings_for_map(recorded, 'other.pth', (128, 160), 48) == (
-        'other.pth', (128, 160), 48)
+    assert map_model_settings(recorded, checkpoint='other.pth', input_hw=(128, 160),
+                              num_local=48).checkpoint == 'other.pth'
 
 
 @pytest.mark.parametrize('recorded', ['seeded-random', '/nonexistent/ckpt.pth', ''])
 def test_recorded_checkpoint_is_used_only_while_the_file_exists(recorded):
-    checkpoint, _, _ = model_settings_for_map(dict(MAP_MODEL, checkpoint=recorded), '', None, 0)
-    assert checkpoint is None
+    settings = map_model_settings(dict(MAP_MODEL, checkpoint=recorded), checkpoint='',
+                                  num_local=0)
+    assert settings.checkpoint is None
 
 
 def test_factory_names_bad_choices():
