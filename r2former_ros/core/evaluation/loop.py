@@ -144,7 +144,9 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
     """
     settings = settings or EvalSettings()
     config = settings.localizer_config(model.has_reranker)
-    localizer = Localizer(model, database, config)
+    # The evaluation fits a missing calibration in memory or reports the score as raw in its
+    # summary, so the localizer's 'confidence is a raw score' warning would only repeat that.
+    localizer = Localizer(model, database, config, ranking_only=True)
     stored = localizer.confidence
     calibrated = localizer.calibrated
     calibration_source = 'map manifest' if calibrated else 'none'

@@ -67,6 +67,7 @@ from r2former_ros.core.localize.fitting import (  # noqa: F401 - re-exported for
 from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase
 from r2former_ros.core.places.base import PlaceModel
+from r2former_ros.core.progress import terminal_bar
 
 LOG = logging.getLogger(__name__)
 
@@ -114,14 +115,6 @@ def even_subsample(count: int, max_queries: int | None) -> NDArray[np.int64]:
     return np.unique(np.linspace(0, count - 1, max_queries).round().astype(np.int64))
 
 
-def _progress_bar(items: NDArray[np.int64], show: bool) -> Any:
-    if not show:
-        return items
-    from tqdm import tqdm  # noqa: PLC0415 - only when a bar is shown
-
-    return tqdm(items, desc='calibrating on map images', unit='query', leave=False)
-
-
 def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshold_m: float,
                         exclude_radius_m: float,
                         max_queries: int | None = SELF_CALIBRATION_MAX_QUERIES,
@@ -149,7 +142,8 @@ def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshol
     rows, labels = [], []
     cand_scores, cand_labels, true_counts = [], [], []
     skipped = 0
-    for q in _progress_bar(queries, progress):
+    for q in terminal_bar(progress, iterable=queries, desc='calibrating on map images',
+                          unit='query', leave=False):
         dist = np.hypot(east - east[q], north - north[q])
         exclude = dist <= exclude_radius_m
         exclude[q] = True
@@ -276,7 +270,7 @@ def calibrate_map(map_dir: str | Path, place_model: PlaceModel, threshold_m: flo
         localizer_config: retrieval/rerank settings; rerank_top_n should match the node's,
             because the top score is a rerank score when reranking and a cosine otherwise
             (the stored settings say which; other settings get the raw score).
-        progress: show a progress bar (tqdm, on stderr).
+        progress: show a progress bar (tqdm, on stderr, only when it is a terminal).
 
     Returns:
         The calibration info: calibrated (bool), reason (why not, or None), sample counts,

@@ -123,7 +123,8 @@ class Localizer:
             model: the place model the map was built with.
             database: the map.
             config: retrieval, decision and filter settings.
-            ranking_only: the caller only ranks (calibration): no warning about the confidence.
+            ranking_only: the caller only ranks, or fits and reports the confidence itself
+                (calibration, evaluation): no warning about an uncalibrated confidence.
         """
         self.model = model
         self.database = database

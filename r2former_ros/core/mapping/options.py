@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 import os
 from pathlib import Path
-import sys
 from typing import Any
 
 from tqdm import tqdm
@@ -16,6 +15,7 @@ from r2former_ros.core.io import folders as image_sources
 from r2former_ros.core.mapdb import LOCAL_FORMATS, MANIFEST_NAME
 from r2former_ros.core.mapdb.tuning import TuneSettings
 from r2former_ros.core.mapping.decode_pool import DEFAULT_DECODE_THREADS
+from r2former_ros.core.progress import terminal_bar
 
 DEFAULT_MIN_DISTANCE_M = 2.0
 DEFAULT_MAX_GPS_GAP_S = 1.0
@@ -139,6 +139,4 @@ def tune_settings(opts: BuildOptions) -> TuneSettings:
 
 def progress_bar(opts: BuildOptions, **kwargs: Any) -> tqdm:
     """Make a tqdm bar on stderr, off when not asked for or when stderr is not a terminal."""
-    enabled = opts.progress and sys.stderr.isatty()
-    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
-                **kwargs)
+    return terminal_bar(opts.progress, smoothing=0.1, **kwargs)
