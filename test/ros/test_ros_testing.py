@@ -10,6 +10,7 @@ from ros_testing import (
     claim_domain_id,
     install_site,
     make_ros_env,
+    profile_variables,
 )
 
 NS = {'dds': 'http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles'}
@@ -49,7 +50,16 @@ def test_subprocess_env_prefers_the_install(tmp_path: Path) -> None:
     assert env.profiles_file.read_text() == FASTDDS_LOOPBACK_PROFILE
     assert env.env['ROS_DOMAIN_ID'] == '7'
     assert env.env['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
-    assert env.env['FASTDDS_DEFAULT_PROFILES_FILE'] == str(env.profiles_file)
+    for name in profile_variables():
+        assert env.env[name] == str(env.profiles_file)
     assert env.env['PYTHONPATH'].split(':')[0] == str(install_site(prefix))
     assert env.env['LD_LIBRARY_PATH'].split(':')[0] == str(prefix / 'lib')
     assert 'ROS_LOCALHOST_ONLY' not in env.env
+
+
+def test_profile_variable_follows_the_fast_dds_major_version() -> None:
+    # Fast DDS 3 (Kilted) rejects a profile file given under both names; 2.x reads the old one.
+    assert profile_variables('jazzy') == ('FASTRTPS_DEFAULT_PROFILES_FILE',)
+    assert profile_variables('kilted') == ('FASTDDS_DEFAULT_PROFILES_FILE',)
+    assert set(profile_variables('')) == {'FASTRTPS_DEFAULT_PROFILES_FILE',
+                                          'FASTDDS_DEFAULT_PROFILES_FILE'}
