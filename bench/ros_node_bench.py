@@ -5,7 +5,8 @@ A test map, the node started with ``ros2 launch``, a camera process publishing r
 probe.
 
 Run the benchmarks in a shell where the r2former_ros workspace is sourced (``ros2`` on PATH,
-``r2former_ros.msg`` importable), e.g. after ``.ci/ros_tooling_check.sh`` or a colcon build.
+``r2former_ros.msg`` importable), e.g. after ``. _ci/ros_env.sh`` (CI set-up) or in a sourced
+colcon workspace.
 """
 
 from __future__ import annotations

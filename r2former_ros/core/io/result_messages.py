@@ -218,7 +218,7 @@ def message_directories() -> list[Path]:
     The source checkout's ``msg/``, the cmake/colcon install's ``share/r2former_ros/msg`` next
     to this package, then every AMENT_PREFIX_PATH entry's.
     """
-    package_dir = Path(__file__).resolve().parents[1]
+    package_dir = Path(__file__).resolve().parents[2]  # r2former_ros/ (this is core/io/...)
     dirs = [package_dir.parent / 'msg']
     if len(package_dir.parents) > 3:  # <prefix>/lib/pythonX.Y/site-packages/r2former_ros
         dirs.append(package_dir.parents[3] / 'share' / PACKAGE / 'msg')
