@@ -10,6 +10,9 @@ bench/corridor_drive.json:
 1. ``build_map`` from the reference bag (self-calibration at build time, the fallback);
 2. ``r2former calibrate`` on the first half of the drive (queries 0-29);
 3. ``r2former eval`` on the second half (queries 30-59), ``--filter none`` and ``--filter hmm``;
+   and the whole drive (queries 0-59) with both, scored on queries 30-59 only: the robot kept
+   driving, so the filter enters the second half with what the first half's images told it
+   (never their GPS; the calibration did see those frames, the scored ones it did not);
 4. a kidnap: queries 5-24, then the drive jumps to queries 45-59 (stamps keep running);
    frames until the published place is right again;
 5. leaving the map: a map of references 0-39 only (calibrated on queries 0-29), and the whole
@@ -129,10 +132,47 @@ def eval_drive(out: Path, name: str, map_dir: Path, bag: Path, filt: str,
 
 def brief(summary: dict[str, Any]) -> dict[str, Any]:
     recall = summary['recall_filtered'] or summary['recall_reranked']
+    confidence = np.asarray(summary['track']['confidence'], dtype=np.float64)
     return {'filter': summary['filter'], 'R@1': recall['1'], 'ece': summary['ece'],
+            'ece_if_perfectly_calibrated': ece_if_calibrated(confidence),
             'matched_precision': summary['matched_precision'],
             'matched_fraction': summary['matched_fraction'], 'calibrated': summary['calibrated'],
             'outside_map': summary['outside_map']}
+
+
+def ece_if_calibrated(confidence: np.ndarray) -> dict[str, float]:
+    """
+    ECE a perfectly calibrated confidence with these same values would show on so few frames.
+
+    Outcomes are drawn as Bernoulli(confidence) (20,000 seeded draws): the ECE of 30 frames is
+    mostly binning noise, and this is its size.
+    """
+    from r2former_ros.core.localize.fitting import expected_calibration_error  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    draws = [expected_calibration_error(confidence, rng.random(confidence.size) < confidence)
+             for _ in range(20_000)]
+    low, median, high = np.percentile(draws, [5, 50, 95])
+    return {'median': float(median), 'p5': float(low), 'p95': float(high)}
+
+
+def scored_from(summary: dict[str, Any], start: int) -> dict[str, Any]:
+    """Published-output metrics of frames ``start``.. of a drive, from the eval's track."""
+    from r2former_ros.core.localize.fitting import expected_calibration_error  # noqa: PLC0415
+
+    track = summary['track']
+    confidence = np.asarray(track['confidence'][start:], dtype=np.float64)
+    right = np.asarray(track['right'][start:], dtype=bool)
+    in_map = np.asarray(track['in_map'][start:], dtype=bool)
+    matched = confidence >= summary['confidence']['threshold']
+    kept = matched & in_map
+    return {'filter': summary['filter'], 'frames': f'{start}-{len(track["right"]) - 1}',
+            'R@1': float(right[in_map].mean()),
+            'ece': expected_calibration_error(confidence[in_map], right[in_map]),
+            'ece_if_perfectly_calibrated': ece_if_calibrated(confidence[in_map]),
+            'matched_precision': float(right[kept].mean()) if kept.any() else None,
+            'matched_fraction': float(matched[in_map].mean()),
+            'calibrated': summary['calibrated']}
 
 
 def frames_to_recover(summary: dict[str, Any], jump_at: int) -> int | None:
@@ -172,6 +212,8 @@ def main() -> None:
              THRESHOLD_M, '--filter', 'hmm', '--json', out / f'calibrate_{name}.json'], log)
     results = {filt: eval_drive(out, 'second_half', maps['map60'], bags / 'drive_second_half',
                                 filt, log, plots=True) for filt in ('none', 'hmm')}
+    continuing = {filt: eval_drive(out, 'full_drive', maps['map60'], bags / 'drive_full', filt,
+                                   log) for filt in ('none', 'hmm')}
     kidnapped = {filt: eval_drive(out, 'kidnap', maps['map60'], bags / 'drive_kidnap', filt, log,
                                   plots=filt == 'hmm') for filt in ('none', 'hmm')}
     leaving = {filt: eval_drive(out, 'leaving', maps['map40'], bags / 'drive_full', filt, log,
@@ -183,8 +225,12 @@ def main() -> None:
         'second_half': {
             'self_calibrated_map_single_frame': brief(self_calibrated),
             'single_frame': brief(results['none']), 'filtered': brief(results['hmm'])},
+        'second_half_of_the_whole_drive': {
+            'single_frame': scored_from(continuing['none'], 30),
+            'filtered': scored_from(continuing['hmm'], 30)},
         'calibration_first_half': {key: calibration[key] for key in
-                                   ('num_frames', 'single', 'filtered', 'observation')},
+                                   ('num_frames', 'single', 'filtered', 'observation',
+                                    'observation_fit')},
         'kidnap': {'jump_after_frame': 20, 'from_place': 24, 'to_place': 45,
                    'frames_until_right_filtered': frames_to_recover(kidnapped['hmm'], 20),
                    'frames_until_right_single': frames_to_recover(kidnapped['none'], 20),

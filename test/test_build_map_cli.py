@@ -207,3 +207,22 @@ def test_append_through_the_cli(tmp_path, capsys):
     code, _, err = run(capsys, *build_args(two, tmp_path / 'map', '--append', '--num-local',
                                            '10'))
     assert code == 2 and ('num_local' in err or 'checkpoint_sha256' in err)
+
+
+def test_calibration_queries_reach_the_self_calibration(tmp_path, capsys):
+    from r2former_ros.core.localize.calibration import SELF_CALIBRATION_MAX_QUERIES
+    from r2former_ros.core.mapping.options import BuildOptions
+
+    # The build options keep their own copy of the default (importing it would load torch).
+    assert BuildOptions(out='x').calibration_queries == SELF_CALIBRATION_MAX_QUERIES
+    bag = write_drive_bag(tmp_path / 'drive', 'mcap', n_images=9)
+    tiny = [arg for arg in TINY if arg != '--no-calibrate']
+    code, _, err = run(capsys, '--bag', bag, '--image-topic', CAMERA, '--gps-topic', GPS,
+                       '--out', tmp_path / 'map', '--all-frames', '--calibration-queries', '4',
+                       *tiny)
+    assert code == 0, err
+    info = MapDatabase.open(tmp_path / 'map').manifest['calibration']['info']
+    assert info['num_queries'] == 4
+    code, _, err = run(capsys, *build_args(bag, tmp_path / 'other', '--calibration-queries', '0'))
+    assert code == 2 and 'calibration queries must be >= 1, got 0' in err
+    assert_no_map(tmp_path / 'other')

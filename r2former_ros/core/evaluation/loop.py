@@ -170,7 +170,8 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
     g_rows, r_rows, conf, conf_raw, names = [], [], [], [], []
     f_rows, published_right, covered = [], [], []
     track: dict[str, list[float]] = {'true': [], 'single': [], 'published': [],
-                                     'outside_prob': []}
+                                     'outside_prob': [], 'confidence': [], 'right': [],
+                                     'in_map': []}
     failures: list[dict[str, Any]] = []
     reranked = bool(config.rerank_top_n)
     for count, query in enumerate(queries):
@@ -209,6 +210,9 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
         track['single'].append(int(ids[0]) if ids.size else -1)
         track['published'].append(published)
         track['outside_prob'].append(outside_prob)
+        track['confidence'].append(float(conf[-1]))
+        track['right'].append(right)
+        track['in_map'].append(covered[-1])
         names.append(query.name)
         timings['extract'].append(extract_ms)
         timings['retrieve'].append(stage_ms.get('retrieve', 0.0))
@@ -241,7 +245,8 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
     summary.update({'filter': config.filter, 'max_speed_mps': float(config.max_speed_mps),
                     'calibrated': bool(calibrated),
                     # Per query (drive order): closest true place, single-frame top-1, published
-                    # place, P(not in map) (None without a filter).
+                    # place, P(not in map) (None without a filter), published confidence,
+                    # whether the published place is right, whether the map covers the query.
                     'track': {key: [None if value != value else value for value in values]
                               for key, values in track.items()}})
     summary.update(extra or {})

@@ -9,7 +9,9 @@ another lane) and of false matches, and how often the top place is right. On it 
    :mod:`~r2former_ros.core.localize.confidence`; label: the top place is within threshold_m of
    the frame's GPS position);
 2. the sequence filter's observation model (likelihood ratios from every ranked candidate,
-   :func:`~r2former_ros.core.localize.fitting.fit_observation_model`) and its tempering (how
+   :func:`~r2former_ros.core.localize.fitting.fit_observation_model`, with each frame also
+   seen as if the map did not cover it: its list without the places within threshold_m, so
+   the filter learns what "not in the map" looks like) and its tempering (how
    much one frame's evidence counts: consecutive frames are not independent), chosen by the
    log-loss of the filter's raw posterior;
 3. the filtered confidence: Platt scaling of the posterior mass within threshold_m of the
@@ -132,12 +134,21 @@ def _observation(frames: Sequence[DriveFrame], east: NDArray[np.float64],
                  north: NDArray[np.float64], threshold_m: float
                  ) -> tuple[ObservationModel, dict[str, Any]]:
     scores, labels, true_counts = [], [], []
+    outside_scores, outside_places = [], []
     for f in frames:
         dist = np.hypot(east - f.east, north - f.north)
-        scores.append(f.scores)
-        labels.append(dist[f.ids] <= threshold_m)
-        true_counts.append(int(np.sum(dist <= threshold_m)))
-    return fit_observation_model(scores, labels, true_counts, east.size)
+        near = dist[f.ids] <= threshold_m
+        true_count = int(np.sum(dist <= threshold_m))
+        if true_count:
+            scores.append(f.scores)
+            labels.append(near)
+            true_counts.append(true_count)
+        # The same frame as if the map did not cover it: its list without the places near
+        # it (for a frame the map really does not cover, the list as it is).
+        outside_scores.append(f.scores[~near])
+        outside_places.append(east.size - true_count)
+    return fit_observation_model(scores, labels, true_counts, east.size, outside_scores,
+                                 outside_places)
 
 
 def _log_loss(probs: NDArray[np.float64], labels: NDArray[np.bool_]) -> float:

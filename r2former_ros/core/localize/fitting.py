@@ -181,7 +181,9 @@ def fit_platt(logits: ArrayLike, labels: ArrayLike, prior: float = PLATT_PRIOR,
 
 def fit_observation_model(scores: Sequence[NDArray[np.floating]],
                           labels: Sequence[NDArray[np.bool_]],
-                          true_places: ArrayLike, num_places: int
+                          true_places: ArrayLike, num_places: int,
+                          outside_scores: Sequence[NDArray[np.floating]] = (),
+                          outside_places: ArrayLike | None = None
                           ) -> tuple[ObservationModel, dict[str, Any]]:
     """
     Fit the filter's likelihood ratios "here" vs "not in the map" from labelled frames.
@@ -193,19 +195,34 @@ def fit_observation_model(scores: Sequence[NDArray[np.floating]],
     (frame, place) pairs in all, the likelihood ratio is ``odds * F / T``, and the floor shared
     by places outside the top-K is ``P(outside | true) / P(outside | false)``.
 
+    ``outside_scores`` are ranked lists of frames with no map place within threshold_m: real
+    ones, or a frame's own list with the places near its true position taken out (what the
+    same frame would have looked like had the map not covered it). Every candidate in them is
+    false, including their top one. Without them the false candidates all come from frames
+    whose top place was usually right, so a top candidate at the usual score looks true
+    whatever the frame: the filter then never believes "not in the map" on real images.
+    ``outside_places[f]`` is how many places outside frame f could have ranked (default: all).
+
     Returns:
         The model (``fitted=False``, defaults, when there is nothing to learn from) and stats.
     """
     true_total = float(np.sum(true_places))
     frames = len(scores)
-    false_total = frames * float(num_places) - true_total
-    stats: dict[str, Any] = {'frames': frames, 'true_pairs': true_total}
+    outside = [np.asarray(s, dtype=np.float64).reshape(-1) for s in outside_scores]
+    reachable = (np.full(len(outside), float(num_places)) if outside_places is None
+                 else np.asarray(outside_places, dtype=np.float64).reshape(-1))
+    if reachable.size != len(outside):
+        raise ConfigError(f'{reachable.size} place counts for {len(outside)} outside frames')
+    false_total = frames * float(num_places) - true_total + float(reachable.sum())
+    stats: dict[str, Any] = {'frames': frames, 'outside_frames': len(outside),
+                             'true_pairs': true_total}
     if frames == 0 or true_total <= 0 or false_total <= 0:
         stats['reason'] = 'no frame has a map place within threshold_m (or every place does)'
         return ObservationModel(), stats
-    columns = [np.c_[s, s - s[0]] for s in scores if len(s)]
+    columns = [np.c_[s, s - s[0]] for s in list(scores) + outside if len(s)]
     x = np.concatenate(columns).astype(np.float64)
-    y = np.concatenate([np.asarray(v, dtype=bool) for v in labels if len(v)])
+    y = np.concatenate([np.asarray(v, dtype=bool) for v in labels if len(v)]
+                       + [np.zeros(len(s), dtype=bool) for s in outside if len(s)])
     true_top, false_top = int(y.sum()), int((~y).sum())
     stats.update({'true_in_top_k': true_top, 'false_in_top_k': false_top})
     if true_top < 2 or false_top < 2:

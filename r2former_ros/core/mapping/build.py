@@ -46,10 +46,11 @@ from r2former_ros.core.places.base import PlaceModel
 LOG = logging.getLogger(__name__)
 
 
-def _calibrate(path: Path, model: PlaceModel) -> bool:
+def _calibrate(path: Path, model: PlaceModel, max_queries: int, progress: bool) -> bool:
     """Fit the confidence calibration on the map's own images; never fails the build."""
     try:
-        info = calibrate_map(path, model, threshold_m=CALIBRATION_THRESHOLD_M)
+        info = calibrate_map(path, model, threshold_m=CALIBRATION_THRESHOLD_M,
+                             max_queries=max_queries, progress=progress)
     except R2FormerError as err:
         # The map is already committed and usable; calibration can be rerun on its own.
         LOG.warning('map %s written, but not calibrated: %s', path, err)
@@ -159,7 +160,7 @@ def finish_build(opts: BuildOptions, out: Path, model: PlaceModel, plan: Plan, k
     calibrated = False
     if opts.calibrate:
         start = time.perf_counter()
-        calibrated = _calibrate(out, model)
+        calibrated = _calibrate(out, model, opts.calibration_queries, opts.progress)
         timing['calibrate_s'] = time.perf_counter() - start
     timing['total_s'] = time.perf_counter() - started
     return BuildReport(out, num_places, sum(kept), plan.sources, calibrated, timing)

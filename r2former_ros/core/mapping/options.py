@@ -58,6 +58,10 @@ class BuildOptions:
     index_budget_ms: float | None = None  # None: the exact scan's own ms per query
     thumbnails: bool = True
     calibrate: bool = True
+    # Map images used as self-calibration queries (evenly spread); each costs one rerank of
+    # the top candidates, seconds on a CPU. Same default as
+    # localize.calibration.SELF_CALIBRATION_MAX_QUERIES (not imported: it pulls in torch).
+    calibration_queries: int = 2000
     progress: bool = True
     backbone: str = 'r2former'
     checkpoint: str | os.PathLike[str] | None = None
@@ -102,6 +106,8 @@ def check_options(opts: BuildOptions) -> None:
         raise ConfigError('--append and --overwrite exclude each other')
     if opts.batch_size < 1:
         raise ConfigError(f'batch size must be >= 1, got {opts.batch_size}')
+    if opts.calibration_queries < 1:
+        raise ConfigError(f'calibration queries must be >= 1, got {opts.calibration_queries}')
     if opts.decode_threads < 1:
         raise ConfigError(f'decode threads must be >= 1, got {opts.decode_threads}')
     if not opts.max_gps_gap_s > 0:

@@ -7,6 +7,7 @@ from model_factory import small_place_model
 import numpy as np
 import pytest
 
+from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.localize.calibration import (
     calibrate_map,
     cross_validated_probs,
@@ -24,6 +25,7 @@ from r2former_ros.core.localize.drive_calibration import (
 )
 from r2former_ros.core.localize.fitting import contiguous_folds, fit_observation_model, fit_platt
 from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
+from r2former_ros.core.localize.sequence_filter import SequenceFilter
 from r2former_ros.core.mapdb import MapDatabase, write_calibration
 
 GLOBAL_ONLY = LocalizerConfig(rerank_top_n=0)
@@ -202,3 +204,57 @@ def test_filtered_localizer_publishes_the_posterior_place(route_map):
     plain = Localizer(model, MapDatabase.open(path), GLOBAL_ONLY)
     single = plain.localize_features(features.global_desc[5], features.local_feats[5])
     assert single.filtered_best is None and single.best is single.candidates[0]
+
+
+def outside_aware_fits(boost: float = 0.3):
+    """Observation models fitted without and with each frame's "not in the map" view."""
+    rng = np.random.default_rng(1)
+    scores, labels, outside = [], [], []
+    for _ in range(200):
+        s = np.sort(rng.uniform(0.2, 0.5, 20))[::-1]
+        truth = rng.integers(0, 3)
+        s[truth] += boost
+        order = np.argsort(-s)
+        scores.append(s[order])
+        labels.append((np.arange(20) == truth)[order])
+        rest = np.delete(s, truth)
+        outside.append(np.sort(rest)[::-1])
+    blind, _ = fit_observation_model(scores, labels, np.ones(200), num_places=500)
+    seen, stats = fit_observation_model(scores, labels, np.ones(200), 500, outside,
+                                        np.full(200, 499))
+    return blind, seen, stats, rng
+
+
+def test_observation_model_learns_what_outside_the_map_looks_like():
+    blind, seen, stats, rng = outside_aware_fits()
+    assert stats['outside_frames'] == 200 and seen.fitted
+    # The top of a frame where nothing matches: the usual score, no gap to the second.
+    # Its evidence for "somewhere in the map" against "not in the map" is the mean ratio over
+    # all 500 places (the top-K's ratios, the floor for the rest).
+    probe = np.sort(rng.uniform(0.2, 0.5, 20))[::-1]
+
+    def in_map_evidence(model):
+        ratios, floor = model.ratios(probe)
+        return (ratios.sum() + (500 - probe.size) * floor) / 500
+
+    assert in_map_evidence(seen) < 1.0 < in_map_evidence(blind)
+    # A clear match still says "here".
+    assert seen.ratios(np.r_[0.8, probe])[0][0] > 10
+    # Fed a drive outside the map (tops at unrelated places), only the outside-aware model
+    # lets the filter say so.
+    east = np.arange(500) * 10.0
+    outside_prob = {}
+    for name, model in (('blind', blind), ('seen', seen)):
+        filt = SequenceFilter(east, np.zeros(500), observation=model)
+        frame_rng = np.random.default_rng(7)
+        for t in range(10):
+            estimate = filt.update(frame_rng.choice(500, 20, replace=False),
+                                   np.sort(frame_rng.uniform(0.2, 0.5, 20))[::-1], float(t))
+        outside_prob[name] = estimate.outside_prob
+    assert outside_prob['seen'] > 0.9 > outside_prob['blind']
+
+
+def test_outside_frames_must_say_how_many_places_they_saw():
+    with pytest.raises(ConfigError, match='place counts'):
+        fit_observation_model([np.r_[0.9, 0.1]], [np.r_[True, False]], [1], 10,
+                              [np.r_[0.2]], [9, 9])
