@@ -149,6 +149,9 @@ def test_localizer_warns_once_and_says_uncalibrated(route_map, caplog):
     model, path, world = route_map
     info = calibrate_map(path, model, localizer_config=GLOBAL_ONLY, progress=False)
     assert info['calibrated']
+    # Map images score far higher against their own traverse than a second drive does:
+    # "outside the map" learned from them would reject real frames, so none is shown.
+    assert info['observation_fit']['outside_frames'] == 0
     database = MapDatabase.open(path)
     assert database.manifest['calibration']['settings']['ranking'] == 'global'
     features = model.encode_rgb(world.query_images[:3])
