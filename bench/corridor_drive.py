@@ -133,8 +133,10 @@ def eval_drive(out: Path, name: str, map_dir: Path, bag: Path, filt: str,
 def brief(summary: dict[str, Any]) -> dict[str, Any]:
     recall = summary['recall_filtered'] or summary['recall_reranked']
     confidence = np.asarray(summary['track']['confidence'], dtype=np.float64)
+    right = np.asarray(summary['track']['right'], dtype=bool)
     return {'filter': summary['filter'], 'R@1': recall['1'], 'ece': summary['ece'],
             'ece_if_perfectly_calibrated': ece_if_calibrated(confidence),
+            'stricter': at_threshold(confidence, right, STRICT_THRESHOLD),
             'matched_precision': summary['matched_precision'],
             'matched_fraction': summary['matched_fraction'], 'calibrated': summary['calibrated'],
             'outside_map': summary['outside_map']}
@@ -156,6 +158,16 @@ def ece_if_calibrated(confidence: np.ndarray) -> dict[str, float]:
     return {'median': float(median), 'p5': float(low), 'p95': float(high)}
 
 
+STRICT_THRESHOLD = 0.9  # a stricter confidence_threshold than the default 0.5
+
+
+def at_threshold(confidence: np.ndarray, right: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Share matched and precision of the matched when "matched" means confidence >= threshold."""
+    matched = confidence >= threshold
+    return {'threshold': threshold, 'matched_fraction': float(matched.mean()),
+            'matched_precision': float(right[matched].mean()) if matched.any() else None}
+
+
 def scored_from(summary: dict[str, Any], start: int) -> dict[str, Any]:
     """Published-output metrics of frames ``start``.. of a drive, from the eval's track."""
     from r2former_ros.core.localize.fitting import expected_calibration_error  # noqa: PLC0415
@@ -172,6 +184,7 @@ def scored_from(summary: dict[str, Any], start: int) -> dict[str, Any]:
             'ece_if_perfectly_calibrated': ece_if_calibrated(confidence[in_map]),
             'matched_precision': float(right[kept].mean()) if kept.any() else None,
             'matched_fraction': float(matched[in_map].mean()),
+            'stricter': at_threshold(confidence[in_map], right[in_map], STRICT_THRESHOLD),
             'calibrated': summary['calibrated']}
 
 
