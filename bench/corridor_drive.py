@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,70 +37,26 @@ from typing import Any
 
 import numpy as np
 
+from r2former_ros.cli.demo import (
+    GPS_TOPIC,
+    IMAGE_TOPIC,
+    QUERY_OFFSET_M,
+    SPACING_M,
+    demo_data_dir,
+    write_traverse_bag,
+)
+from r2former_ros.core.localize.fitting import expected_calibration_error
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / 'r2former_ros' / 'data' / 'demo' / 'corridor'
+DATA = demo_data_dir()
 VENV = ROOT / '.venv' / 'bin'
-IMAGE_TOPIC = '/camera/image_raw'
-GPS_TOPIC = '/gps/fix'
-ORIGIN = (-27.4775, 153.0280, 30.0)
-SPACING_M = 10.0
-LATERAL_M = 1.0
-START_NS = 1_700_000_000 * 10**9
-FRAME_NS = 10**9
 THRESHOLD_M = 25.0
 
 
 def write_bag(path: Path, folder: str, indices: list[int], lateral_m: float) -> Path:
     """Images ``folder/{i:07d}.jpg`` for i in indices, frame k stamped START + k s, at i * 10 m."""
-    from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: PLC0415
-    from rosbags.typesys import Stores, get_typestore  # noqa: PLC0415
-
-    from r2former_ros.core.geo.coords import enu_to_wgs84  # noqa: PLC0415
-    from r2former_ros.core.io.images import read_image_file, rgb_to_raw_image  # noqa: PLC0415
-
-    store = get_typestore(Stores.ROS2_JAZZY)
-    types = store.types
-
-    def header(stamp: int, frame: str) -> Any:
-        return types['std_msgs/msg/Header'](
-            stamp=types['builtin_interfaces/msg/Time'](sec=stamp // 10**9,
-                                                       nanosec=stamp % 10**9),
-            frame_id=frame)
-
-    def fix(stamp: int, along_m: float) -> Any:
-        lat, lon, alt = enu_to_wgs84(along_m, lateral_m, 0.0, *ORIGIN)
-        return types['sensor_msgs/msg/NavSatFix'](
-            header=header(stamp, 'gps'),
-            status=types['sensor_msgs/msg/NavSatStatus'](status=0, service=1),
-            latitude=float(lat), longitude=float(lon), altitude=float(alt),
-            position_covariance=np.diag([1.0, 1.0, 4.0]).reshape(-1),
-            position_covariance_type=2)
-
-    if path.exists():
-        shutil.rmtree(path)
-    messages = []
-    for k, index in enumerate(indices):
-        stamp = START_NS + k * FRAME_NS
-        raw = rgb_to_raw_image(read_image_file(DATA / folder / f'{index:07d}.jpg'), 'rgb8')
-        image = types['sensor_msgs/msg/Image'](
-            header=header(stamp, 'camera'), height=raw.height, width=raw.width,
-            encoding=raw.encoding, is_bigendian=raw.is_bigendian, step=raw.step,
-            data=np.frombuffer(raw.data, dtype=np.uint8).copy())
-        messages.append((stamp, IMAGE_TOPIC, 'sensor_msgs/msg/Image', image))
-        # Fixes just before and after each image, at its own position: a jump in the drive
-        # (the kidnap) is a jump in the GPS too, never interpolated across.
-        for offset in (-FRAME_NS // 4, FRAME_NS // 4):
-            messages.append((stamp + offset, GPS_TOPIC, 'sensor_msgs/msg/NavSatFix',
-                             fix(stamp + offset, index * SPACING_M)))
-    messages.sort(key=lambda item: item[0])
-    writer = Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3)
-    with writer:
-        connections = {topic: writer.add_connection(topic, msgtype, typestore=store)
-                       for topic, msgtype in ((IMAGE_TOPIC, 'sensor_msgs/msg/Image'),
-                                              (GPS_TOPIC, 'sensor_msgs/msg/NavSatFix'))}
-        for stamp, topic, msgtype, msg in messages:
-            writer.write(connections[topic], stamp, store.serialize_cdr(msg, msgtype))
-    return path
+    files = [DATA / folder / f'{index:07d}.jpg' for index in indices]
+    return write_traverse_bag(path, files, lateral_m, along=indices)
 
 
 def run(command: list[str], log: list[dict[str, Any]]) -> None:
@@ -149,8 +104,6 @@ def ece_if_calibrated(confidence: np.ndarray) -> dict[str, float]:
     Outcomes are drawn as Bernoulli(confidence) (20,000 seeded draws): the ECE of 30 frames is
     mostly binning noise, and this is its size.
     """
-    from r2former_ros.core.localize.fitting import expected_calibration_error  # noqa: PLC0415
-
     rng = np.random.default_rng(0)
     draws = [expected_calibration_error(confidence, rng.random(confidence.size) < confidence)
              for _ in range(20_000)]
@@ -170,8 +123,6 @@ def at_threshold(confidence: np.ndarray, right: np.ndarray, threshold: float) ->
 
 def scored_from(summary: dict[str, Any], start: int) -> dict[str, Any]:
     """Published-output metrics of frames ``start``.. of a drive, from the eval's track."""
-    from r2former_ros.core.localize.fitting import expected_calibration_error  # noqa: PLC0415
-
     track = summary['track']
     confidence = np.asarray(track['confidence'][start:], dtype=np.float64)
     right = np.asarray(track['right'][start:], dtype=bool)
@@ -207,10 +158,10 @@ def main() -> None:
     kidnap = list(range(5, 25)) + list(range(45, 60))
     write_bag(bags / 'map_ref', 'ref', list(range(60)), 0.0)
     write_bag(bags / 'map_ref_0_39', 'ref', list(range(40)), 0.0)
-    write_bag(bags / 'drive_first_half', 'query', first, LATERAL_M)
-    write_bag(bags / 'drive_second_half', 'query', second, LATERAL_M)
-    write_bag(bags / 'drive_kidnap', 'query', kidnap, LATERAL_M)
-    write_bag(bags / 'drive_full', 'query', list(range(60)), LATERAL_M)
+    write_bag(bags / 'drive_first_half', 'query', first, QUERY_OFFSET_M)
+    write_bag(bags / 'drive_second_half', 'query', second, QUERY_OFFSET_M)
+    write_bag(bags / 'drive_kidnap', 'query', kidnap, QUERY_OFFSET_M)
+    write_bag(bags / 'drive_full', 'query', list(range(60)), QUERY_OFFSET_M)
     maps = {}
     for name, bag in (('map60', 'map_ref'), ('map40', 'map_ref_0_39')):
         maps[name] = out / name

@@ -18,7 +18,7 @@ when its weights are cached; else seeded random R2Former weights, whose numbers 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 import importlib.resources
@@ -42,7 +42,7 @@ SPACING_M = 10.0  # metres per frame along the corridor (see data/demo/README.md
 QUERY_OFFSET_M = 1.0  # the query traverse runs this far to the side
 START_NS = 1_700_000_000 * 10**9
 FRAME_NS = 10**9  # one image per second
-FIX_NS = FRAME_NS // 2  # two fixes per second
+FIX_OFFSET_NS = FRAME_NS // 4  # fixes a quarter second before and after each image
 RANDOM_INPUT_HW = (224, 320)  # random weights: a reduced input keeps the demo fast on a CPU
 RANDOM_NUM_LOCAL = 128
 PICTURE_LINES = 20  # token pairs drawn per match picture
@@ -151,18 +151,24 @@ def track_position(index: float, lateral_m: float = 0.0) -> tuple[float, float, 
     return float(lat), float(lon), float(alt)
 
 
-def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0.0) -> Path:
+def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0.0,
+                       along: Sequence[float] | None = None) -> Path:
     """
-    Write a rosbag2 (sqlite3) with the images as sensor_msgs/Image and a NavSatFix track.
+    Write a rosbag2 (sqlite3) with the images as sensor_msgs/Image and NavSatFix fixes.
 
-    Image i is stamped START + i s and lies i * SPACING_M metres along the track; fixes come at
-    2 Hz from half a second before the first image to half a second after the last.
+    Image i is stamped START + i s and lies ``along[i] * SPACING_M`` metres along the track
+    (default ``along[i] = i``). Two fixes bracket each image, a quarter second before and after,
+    at the image's own position: interpolation gives each image exactly its position, and a jump
+    in ``along`` (a kidnapped drive) is a jump in the GPS too, never interpolated across.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: PLC0415
     from rosbags.typesys import Stores, get_typestore  # noqa: PLC0415
 
     from r2former_ros.core.io.images import read_image_file, rgb_to_raw_image  # noqa: PLC0415
 
+    positions = list(range(len(image_files))) if along is None else list(along)
+    if len(positions) != len(image_files):
+        raise ValueError(f'{len(positions)} track positions for {len(image_files)} images')
     ts = get_typestore(Stores.ROS2_JAZZY)
     types = ts.types
 
@@ -172,7 +178,7 @@ def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0
         return types['std_msgs/msg/Header'](stamp=stamp, frame_id=frame)
 
     messages = []
-    for i, file in enumerate(image_files):
+    for i, (file, position) in enumerate(zip(image_files, positions, strict=True)):
         raw = rgb_to_raw_image(read_image_file(file), 'rgb8')
         stamp = START_NS + i * FRAME_NS
         msg = types['sensor_msgs/msg/Image'](
@@ -180,16 +186,15 @@ def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0
             encoding=raw.encoding, is_bigendian=raw.is_bigendian, step=raw.step,
             data=np.frombuffer(raw.data, dtype=np.uint8).copy())
         messages.append((stamp, IMAGE_TOPIC, 'sensor_msgs/msg/Image', msg))
-    last = START_NS + (len(image_files) - 1) * FRAME_NS
-    for stamp in range(START_NS - FIX_NS, last + FIX_NS + 1, FIX_NS):
-        lat, lon, alt = track_position((stamp - START_NS) / FRAME_NS, lateral_m)
-        msg = types['sensor_msgs/msg/NavSatFix'](
-            header=header(stamp, 'gps'),
-            status=types['sensor_msgs/msg/NavSatStatus'](status=0, service=1),
-            latitude=lat, longitude=lon, altitude=alt,
-            position_covariance=np.diag([1.0, 1.0, 4.0]).reshape(-1),
-            position_covariance_type=2)
-        messages.append((stamp, GPS_TOPIC, 'sensor_msgs/msg/NavSatFix', msg))
+        lat, lon, alt = track_position(position, lateral_m)
+        for fix_stamp in (stamp - FIX_OFFSET_NS, stamp + FIX_OFFSET_NS):
+            fix = types['sensor_msgs/msg/NavSatFix'](
+                header=header(fix_stamp, 'gps'),
+                status=types['sensor_msgs/msg/NavSatStatus'](status=0, service=1),
+                latitude=lat, longitude=lon, altitude=alt,
+                position_covariance=np.diag([1.0, 1.0, 4.0]).reshape(-1),
+                position_covariance_type=2)
+            messages.append((fix_stamp, GPS_TOPIC, 'sensor_msgs/msg/NavSatFix', fix))
     messages.sort(key=lambda m: m[0])
     if path.exists():
         shutil.rmtree(path)

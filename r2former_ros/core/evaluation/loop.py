@@ -169,9 +169,8 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
     timings: dict[str, list[float]] = {'extract': [], 'retrieve': [], 'rerank': [], 'total': []}
     g_rows, r_rows, conf, conf_raw, names = [], [], [], [], []
     f_rows, published_right, covered = [], [], []
-    track: dict[str, list[float]] = {'true': [], 'single': [], 'published': [],
-                                     'outside_prob': [], 'confidence': [], 'right': [],
-                                     'in_map': []}
+    track: dict[str, list[Any]] = {'true': [], 'single': [], 'published': [],
+                                   'outside_prob': []}
     failures: list[dict[str, Any]] = []
     reranked = bool(config.rerank_top_n)
     for count, query in enumerate(queries):
@@ -210,9 +209,6 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
         track['single'].append(int(ids[0]) if ids.size else -1)
         track['published'].append(published)
         track['outside_prob'].append(outside_prob)
-        track['confidence'].append(float(conf[-1]))
-        track['right'].append(right)
-        track['in_map'].append(covered[-1])
         names.append(query.name)
         timings['extract'].append(extract_ms)
         timings['retrieve'].append(stage_ms.get('retrieve', 0.0))
@@ -233,6 +229,9 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
     conf_arr, raw_arr = np.asarray(conf, dtype=np.float64), np.asarray(conf_raw)
     top1 = np.asarray(published_right, dtype=bool)
     in_map = np.asarray(covered, dtype=bool)
+    # The published confidence, whether the published place is right and whether the map
+    # covers the query, per frame too: a drive can then be scored from any frame on.
+    track.update({'confidence': conf, 'right': published_right, 'in_map': covered})
     f_correct = (np.asarray(f_rows, dtype=bool).reshape(-1, CURVE_MAX_N)
                  if localizer.filter is not None else None)
     # Recall@N counts the queries the map covers (the usual convention); the rest are reported

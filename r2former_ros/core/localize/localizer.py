@@ -283,13 +283,14 @@ class Localizer:
             timings['total'] = sum(timings.values())
             return LocalizationResult(False, 0.0, [], timings, calibrated=self.calibrated)
         ranking_scores = rerank_scores if rerank_scores is not None else global_scores
-        features = confidence_features(ranking_scores, self._east[ids[:len(ranking_scores)]],
-                                       self._north[ids[:len(ranking_scores)]],
-                                       self.config.threshold_m)
-        confidence = self.confidence.predict(features)
         filtered_best = None
         outside_prob = None
-        if self.filter is not None:
+        if self.filter is None:
+            scored = ids[:len(ranking_scores)]
+            features = confidence_features(ranking_scores, self._east[scored],
+                                           self._north[scored], self.config.threshold_m)
+            confidence = self.confidence.predict(features)
+        else:  # the published confidence is the filter's; the single-frame one is not needed
             start = time.perf_counter()
             estimate, confidence = self.filter_step(ids, ranking_scores, stamp_s,
                                                     odom_distance_m)
