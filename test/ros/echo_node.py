@@ -3,6 +3,9 @@ Test fixture node: republish every message received on one topic to another, unc
 
 Run as ``python echo_node.py MODULE:TYPE IN_TOPIC OUT_TOPIC``, e.g.
 ``python echo_node.py r2former_ros.msg:PlaceRecognition echo_in echo_out``. Exits 0 on SIGINT.
+
+The output is reliable and transient-local (``ECHO_OUT_DEPTH`` kept), so a message echoed
+before the test's subscription has matched still reaches it once it does.
 """
 
 from __future__ import annotations
@@ -15,12 +18,21 @@ import sys
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+ECHO_OUT_DEPTH = 10
+
+
+def echo_out_qos() -> QoSProfile:
+    """The echo's output QoS; a test's subscription must use the same to get the backlog."""
+    return QoSProfile(depth=ECHO_OUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class EchoNode(Node):
     def __init__(self, msg_type: type, in_topic: str, out_topic: str) -> None:
         super().__init__('echo_node')
-        self._publisher = self.create_publisher(msg_type, out_topic, 10)
+        self._publisher = self.create_publisher(msg_type, out_topic, echo_out_qos())
         self.create_subscription(msg_type, in_topic, self._publisher.publish, 10)
 
 

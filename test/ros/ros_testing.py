@@ -357,6 +357,21 @@ class Probe:
         """Wait until ``topic`` has at least ``count`` publishers (the probe's included)."""
         return self.spin_until(lambda: self.node.count_publishers(topic) >= count, timeout)
 
+    def wait_for_matched(self, endpoint: Any, count: int = 1, timeout: float = 15.0) -> bool:
+        """
+        Wait until the probe's own ``endpoint`` has matched ``count`` remote ends.
+
+        The graph (``count_subscribers``) can list a remote endpoint before DDS has matched it
+        with ours; a reliable message published in that gap is dropped, not retried. The
+        matched count is the one that decides delivery: for a publisher, the subscriptions it
+        will send to; for a subscription, the publishers it listens to.
+        """
+        if hasattr(endpoint, 'get_subscription_count'):
+            matched = endpoint.get_subscription_count
+        else:
+            matched = endpoint.get_publisher_count
+        return self.spin_until(lambda: matched() >= count, timeout)
+
     def wait_for_node(self, name: str, namespace: str = '/', timeout: float = 15.0) -> bool:
         """Wait until a node called ``name`` in ``namespace`` is in the graph."""
 

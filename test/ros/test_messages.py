@@ -72,11 +72,19 @@ def _place_recognition(msgs: ModuleType, stamp_sec: int) -> object:
     return msg
 
 
-def _start_echo(start_node, probe: Probe, msg_class: str, in_topic: str, out_topic: str):
+def _echo_out_qos():
+    from echo_node import echo_out_qos  # imports rclpy, so only once the fixtures allowed it
+
+    return echo_out_qos()
+
+
+def _start_echo(start_node, probe: Probe, publisher, msg_class: str, in_topic: str,
+                out_topic: str):
     node: NodeProcess = start_node(ECHO_NODE, msg_class, in_topic, out_topic, name='echo')
-    # Ready when the echo node's subscription and publisher are both in the graph (the probe
-    # already holds one publisher on in_topic and one subscription on out_topic).
-    assert probe.wait_for_subscribers(in_topic, 1), node.output()
+    # Ready when the probe's publisher has matched the echo's subscription: being in the graph
+    # is not enough, a reliable message sent before the match is dropped (seen in CI). The
+    # echo's output is transient-local, so its own match with the probe may come later.
+    assert probe.wait_for_matched(publisher, 1), node.output()
     assert probe.wait_for_publishers(out_topic, 1), node.output()
     return node
 
@@ -122,9 +130,9 @@ def test_place_recognition_round_trip(
     r2former_msgs: ModuleType, probe: Probe, start_node
 ) -> None:
     out = probe.publisher(r2former_msgs.PlaceRecognition, 'echo_in')
-    received = probe.collect(r2former_msgs.PlaceRecognition, 'echo_out')
+    received = probe.collect(r2former_msgs.PlaceRecognition, 'echo_out', _echo_out_qos())
     msg_class = 'r2former_ros.msg:PlaceRecognition'
-    node = _start_echo(start_node, probe, msg_class, 'echo_in', 'echo_out')
+    node = _start_echo(start_node, probe, out, msg_class, 'echo_in', 'echo_out')
 
     sent = [_place_recognition(r2former_msgs, stamp_sec) for stamp_sec in (10, 11, 12)]
     for msg in sent:
@@ -144,8 +152,9 @@ def test_image_round_trip(r2former_msgs: ModuleType, probe: Probe, start_node) -
     from sensor_msgs.msg import Image
 
     out = probe.publisher(Image, 'image_in')
-    received = probe.collect(Image, 'image_out')
-    node = _start_echo(start_node, probe, 'sensor_msgs.msg:Image', 'image_in', 'image_out')
+    received = probe.collect(Image, 'image_out', _echo_out_qos())
+    node = _start_echo(start_node, probe, out, 'sensor_msgs.msg:Image', 'image_in',
+                       'image_out')
 
     height, width = 480, 640
     pixels = bytes(range(256)) * (height * width * 3 // 256)

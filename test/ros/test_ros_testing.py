@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 import xml.etree.ElementTree as ElementTree
 
+import pytest
 from ros_testing import (
     FASTDDS_LOOPBACK_PROFILE,
+    Probe,
     claim_domain_id,
     install_site,
     make_ros_env,
@@ -63,3 +65,15 @@ def test_profile_variable_follows_the_fast_dds_major_version() -> None:
     assert profile_variables('kilted') == ('FASTDDS_DEFAULT_PROFILES_FILE',)
     assert set(profile_variables('')) == {'FASTRTPS_DEFAULT_PROFILES_FILE',
                                           'FASTDDS_DEFAULT_PROFILES_FILE'}
+
+
+@pytest.mark.ros
+def test_wait_for_matched_counts_matched_ends_not_graph_entries(probe: Probe) -> None:
+    from std_msgs.msg import String
+
+    publisher = probe.publisher(String, 'matched_probe')
+    assert not probe.wait_for_matched(publisher, 1, timeout=0.3)  # nothing listens yet
+    subscription = probe.node.create_subscription(String, 'matched_probe', lambda _: None, 10)
+    assert probe.wait_for_matched(publisher, 1)
+    assert not probe.wait_for_matched(publisher, 2, timeout=0.3)
+    assert probe.wait_for_matched(subscription, 1)  # a subscription counts its publishers
