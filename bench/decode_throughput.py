@@ -23,7 +23,6 @@ The CPU is shared with other work; the JSON records the load average before and 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from pathlib import Path
@@ -31,6 +30,7 @@ import platform
 import tempfile
 import time
 
+from bench_report import emit, load_average
 import cv2
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -173,10 +173,6 @@ def measure_bag(bag: Path, work: Path, count: int, thread_counts: list[int],
     return result
 
 
-def load_average() -> list[float]:
-    return [float(x) for x in Path('/proc/loadavg').read_text().split()[:3]]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--images', type=int, default=1200)
@@ -202,10 +198,7 @@ def main() -> None:
             work.mkdir()
             result[kind] = {**info, **measure_bag(bag, work, args.images, thread_counts, model)}
     result['loadavg_after'] = load_average()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + '\n')
+    emit(result, args.json)
 
 
 if __name__ == '__main__':

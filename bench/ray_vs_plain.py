@@ -28,6 +28,7 @@ from r2former_ros.core.mapping.build import build_map
 from r2former_ros.core.mapping.ray_build import build_map_ray
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_report import emit, load_average  # noqa: E402
 import decode_throughput as frames_and_bags  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     result: dict[str, Any] = {'bags': 2, 'images_per_bag': args.images_per_bag,
                               'frame': '640x480 JPEG', 'model': 'seeded R2Former 64x96, 12 local',
-                              'loadavg_before': frames_and_bags.load_average()}
+                              'loadavg_before': load_average()}
     with tempfile.TemporaryDirectory() as tmp_text:
         tmp = Path(tmp_text)
         frames = frames_and_bags.camera_frames(12)
@@ -90,11 +91,8 @@ def main() -> None:
             'manifest_equal_except_times_and_checksums':
                 manifest_without_times(plain.path) == manifest_without_times(distributed.path),
         })
-    result['loadavg_after'] = frames_and_bags.load_average()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + '\n')
+    result['loadavg_after'] = load_average()
+    emit(result, args.json)
 
 
 if __name__ == '__main__':

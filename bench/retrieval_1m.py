@@ -16,13 +16,13 @@ Prints JSON:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 import resource
 import tempfile
 import time
 
+from bench_report import emit
 import numpy as np
 
 from r2former_ros.core.features import ImageFeatures
@@ -175,10 +175,7 @@ def main() -> None:
     del vectors, exact
     result.update(mmap_check(args.mmap_places, rng))
     result['loadavg_end'] = load_text()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + '\n')
+    emit(result, args.json)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,21 @@
+"""What the benchmark scripts here share: the machine's load, and printing/saving their JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load_average() -> list[float]:
+    """Read the 1, 5 and 15 minute load: this CPU is shared, so timings depend on it."""
+    return [float(x) for x in Path('/proc/loadavg').read_text().split()[:3]]
+
+
+def emit(result: Mapping[str, Any], json_path: Path | None) -> None:
+    """Print the result as indented JSON and, when asked, write the same text to ``json_path``."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path:
+        json_path.write_text(text + '\n')
