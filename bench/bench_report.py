@@ -13,6 +13,14 @@ def load_average() -> list[float]:
     return [float(x) for x in Path('/proc/loadavg').read_text().split()[:3]]
 
 
+def rss_mb(pid: int | str = 'self') -> float:
+    """Return a process's resident set size now, MiB (from /proc; ru_maxrss is the peak)."""
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+    return float('nan')
+
+
 def emit(result: Mapping[str, Any], json_path: Path | None) -> None:
     """Print the result as indented JSON and, when asked, write the same text to ``json_path``."""
     text = json.dumps(result, indent=2)

@@ -22,7 +22,7 @@ import resource
 import tempfile
 import time
 
-from bench_report import emit
+from bench_report import emit, rss_mb
 import numpy as np
 
 from r2former_ros.core.features import ImageFeatures
@@ -31,14 +31,6 @@ from r2former_ros.core.mapdb import MapDatabase, MapWriter, PlaceRecord
 from r2former_ros.core.mapdb import index as retrieval
 from r2former_ros.core.mapdb.torch_index import TorchExactIndex
 from r2former_ros.core.mapdb.tuning import TuneSettings, tune_index
-
-
-def rss_mb() -> float:
-    """Return the current resident set size, MiB (from /proc; ru_maxrss is the peak)."""
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith('VmRSS:'):
-            return int(line.split()[1]) / 1024
-    return float('nan')
 
 
 def synthetic_unit_vectors(count: int, dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -73,7 +65,7 @@ def torch_exact(vectors: np.ndarray, exact, queries: np.ndarray, device: str,
     ms = time_search(index, queries, 100)
     _, ids = index.search(queries, 100)
     _, truth = retrieval.search(exact, queries, 100)
-    recall = float(np.mean([len(set(a) & set(b)) / 100 for a, b in zip(ids, truth, strict=True)]))
+    recall = retrieval.recall_of_ids(ids, truth)
     return {'ms_per_query_top100': ms, 'recall_at_100_vs_exact': recall,
             'device_mb': index.nbytes / 2**20}
 

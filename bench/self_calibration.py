@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from r2former_ros.core.features import ImageFeatures
+from r2former_ros.core.features import ImageFeatures, patch_centre_xy
 from r2former_ros.core.geo.coords import place_position
 from r2former_ros.core.localize.calibration import SELF_CALIBRATION_MAX_QUERIES, calibrate_map
 from r2former_ros.core.mapdb import MapWriter, PlaceRecord
@@ -38,15 +38,16 @@ BATCH = 250
 
 
 def synthetic_features(rng: np.random.Generator, start: int, count: int, walk: np.ndarray,
-                       num_local: int, patches: int) -> ImageFeatures:
+                       config: R2FormerConfig) -> ImageFeatures:
     """Route-like features: neighbouring places share most of their global descriptor."""
     global_desc = walk[start:start + count] + 0.3 * rng.standard_normal((count, walk.shape[1]))
     global_desc /= np.linalg.norm(global_desc, axis=1, keepdims=True)
+    num_local, patch = config.num_local, config.patch_size
+    patches = (config.input_hw[0] // patch) * (config.input_hw[1] // patch)
     desc = rng.standard_normal((count, num_local, 128)).astype(np.float32)
     desc /= np.linalg.norm(desc, axis=2, keepdims=True)
     token = np.stack([rng.choice(patches, num_local, replace=False) for _ in range(count)])
-    cols = 40
-    xy = np.stack([(token % cols + 0.5) * 16 / 640, (token // cols + 0.5) * 16 / 640], axis=-1)
+    xy = np.stack(patch_centre_xy(token, config.input_hw, patch), axis=-1)
     att = np.sort(rng.random((count, num_local)), axis=1)[:, ::-1, None]
     local = np.concatenate([xy, att / att[:, :1], desc], axis=2).astype(np.float32)
     return ImageFeatures(global_desc.astype(np.float32), local, token.astype(np.int64))
@@ -60,7 +61,6 @@ def main() -> None:
     rng = np.random.default_rng(0)
     steps = rng.standard_normal((NUM_PLACES, 256)) * 0.15
     walk = np.cumsum(steps, axis=0) + rng.standard_normal(256)
-    patches = (config.input_hw[0] // 16) * (config.input_hw[1] // 16)
     with tempfile.TemporaryDirectory(prefix='bench-selfcal-') as tmp:
         path = Path(tmp) / 'map'
         start = time.perf_counter()
@@ -69,7 +69,7 @@ def main() -> None:
                        sources=[{'kind': 'bench', 'name': 'synthetic'}]) as writer:
             for first in range(0, NUM_PLACES, BATCH):
                 count = min(BATCH, NUM_PLACES - first)
-                feats = synthetic_features(rng, first, count, walk, config.num_local, patches)
+                feats = synthetic_features(rng, first, count, walk, config)
                 lat = ORIGIN[0] + (np.arange(first, first + count) * SPACING_M) / 111_000.0
                 records = [PlaceRecord(i * 10**9, place_position(float(la), ORIGIN[1],
                                                                  ORIGIN[2], origin=ORIGIN),

@@ -26,15 +26,8 @@ import random
 import tempfile
 import time
 
+from bench_report import rss_mb
 from ros_node_bench import PROFILE, Launched, Probe, ros_environment, start_camera, write_test_map
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of a process, MiB."""
-    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith('VmRSS:'):
-            return int(line.split()[1]) / 1024.0
-    return float('nan')
 
 
 def percentile(values: list[float], q: float) -> float:

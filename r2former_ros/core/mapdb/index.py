@@ -118,11 +118,38 @@ def choose_index_type(requested: str, n: int, exact_max: int = AUTO_EXACT_MAX_PL
     return requested
 
 
+def check_vector_shape(shape: tuple[int, ...]) -> None:
+    """Refuse anything but a non-empty (N, G) matrix of vectors to index."""
+    if len(shape) != 2 or shape[0] == 0 or shape[1] == 0:
+        raise ConfigError(f'index vectors must be a non-empty (N, G) array, got shape {shape}')
+
+
 def _check_vectors(vectors: ArrayLike) -> NDArray[np.float32]:
     arr = np.ascontiguousarray(vectors, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ConfigError(f'index vectors must be a non-empty (N, G) array, got shape {arr.shape}')
+    check_vector_shape(arr.shape)
     return arr
+
+
+def check_queries(queries: ArrayLike, k: int, d: int,
+                  ntotal: int) -> tuple[NDArray[np.float32], int]:
+    """
+    Validate the arguments of a search over ``ntotal`` vectors of size ``d``.
+
+    Returns:
+        the queries as (Q, d) float32 rows (one (d,) vector becomes one row) and ``k`` clipped
+        to ``ntotal``.
+
+    Raises:
+        ConfigError: ``k`` < 1 or the queries are not (Q, d).
+    """
+    if k < 1:
+        raise ConfigError(f'k must be >= 1, got {k}')
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2 or q.shape[1] != d:
+        raise ConfigError(f'queries must be (Q, {d}), got shape {q.shape}')
+    return q, min(int(k), int(ntotal))
 
 
 def _training_sample(vectors: NDArray[np.float32], nlist: int, seed: int) -> NDArray[np.float32]:
@@ -244,14 +271,7 @@ def search(
     Returns:
         scores (Q, k) float32, best first, and ids (Q, k) int64.
     """
-    if k < 1:
-        raise ConfigError(f'k must be >= 1, got {k}')
-    q = np.asarray(queries, dtype=np.float32)
-    if q.ndim == 1:
-        q = q[None, :]
-    if q.ndim != 2 or q.shape[1] != index.d:
-        raise ConfigError(f'queries must be (Q, {index.d}), got shape {q.shape}')
-    kk = min(int(k), int(index.ntotal))
+    q, kk = check_queries(queries, k, index.d, index.ntotal)
     if kk == 0 or q.shape[0] == 0:
         return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
     scores, ids = index.search(np.ascontiguousarray(normalize_rows(q)), kk)
@@ -294,8 +314,19 @@ def recall_vs_exact(
     """
     _, approx = search(index, queries, k)
     _, exact = search(exact_index, queries, k)
-    if exact.size == 0:
-        return 1.0
-    hits = [len(set(a.tolist()) & set(e.tolist())) / len(e)
-            for a, e in zip(approx, exact, strict=True)]
-    return float(np.mean(hits))
+    return recall_of_ids(approx, exact)
+
+
+def recall_of_ids(approx: NDArray[np.int64], exact: NDArray[np.int64]) -> float:
+    """
+    Return the mean fraction of each row's true ids (``exact``) that ``approx`` also holds.
+
+    Order is ignored, and so are unfilled slots (id -1) on either side; rows without any true
+    id are left out, and with none left the recall is 1.0.
+    """
+    hits = []
+    for a, e in zip(approx, exact, strict=True):
+        truth = set(e[e >= 0].tolist())
+        if truth:
+            hits.append(len(truth & set(a[a >= 0].tolist())) / len(truth))
+    return float(np.mean(hits)) if hits else 1.0

@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 import torch
 
 from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.mapdb.index import normalize_rows
+from r2former_ros.core.mapdb.index import check_queries, check_vector_shape, normalize_rows
 
 DTYPES: dict[str, torch.dtype] = {'fp16': torch.float16, 'fp32': torch.float32}
 DEFAULT_DTYPE = 'fp16'
@@ -63,9 +63,7 @@ class TorchExactIndex:
                 (no effect in fp32).
         """
         host = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors, np.float32)
-        if host.ndim != 2 or host.shape[0] == 0 or host.shape[1] == 0:
-            raise ConfigError(f'index vectors must be a non-empty (N, G) array, '
-                              f'got shape {host.shape}')
+        check_vector_shape(host.shape)
         self.device = torch.device(device)
         self.precision = precision
         self.dtype = resolve_dtype(precision)
@@ -99,14 +97,7 @@ class TorchExactIndex:
         Returns:
             scores (Q, k) float32 and ids (Q, k) int64, best first.
         """
-        if k < 1:
-            raise ConfigError(f'k must be >= 1, got {k}')
-        q = np.asarray(queries, dtype=np.float32)
-        if q.ndim == 1:
-            q = q[None, :]
-        if q.ndim != 2 or q.shape[1] != self.d:
-            raise ConfigError(f'queries must be (Q, {self.d}), got shape {q.shape}')
-        kk = min(int(k), self.ntotal)
+        q, kk = check_queries(queries, k, self.d, self.ntotal)
         if q.shape[0] == 0:
             return np.zeros((0, kk), np.float32), np.zeros((0, kk), np.int64)
         q = normalize_rows(q)
@@ -119,12 +110,13 @@ class TorchExactIndex:
                                                                              self.dtype)
                 sims = chunk @ self._vectors.T
                 top_scores, top_ids = torch.topk(sims, wide, dim=1, largest=True, sorted=True)
-                scores_out.append(top_scores.float().cpu().numpy())
-                ids_out.append(top_ids.cpu().numpy().astype(np.int64))
-        scores, ids = np.concatenate(scores_out), np.concatenate(ids_out)
+                if self._host is None:  # rescoring replaces the device's scores
+                    scores_out.append(top_scores.float().cpu().numpy())
+                ids_out.append(top_ids.cpu().numpy())  # topk's indices are int64 already
+        ids = np.concatenate(ids_out)
         if self._host is not None:
-            scores, ids = self._rescore(q, ids, kk)
-        return scores.astype(np.float32, copy=False), ids
+            return self._rescore(q, ids, kk)
+        return np.concatenate(scores_out), ids
 
     def _rescore(self, q: NDArray[np.float32], ids: NDArray[np.int64],
                  k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:

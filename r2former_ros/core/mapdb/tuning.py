@@ -88,15 +88,6 @@ def _drop_self(ids: NDArray[np.int64], self_ids: NDArray[np.int64], k: int) -> N
     return out
 
 
-def _recall(approx: NDArray[np.int64], exact: NDArray[np.int64]) -> float:
-    hits = []
-    for a, e in zip(approx, exact, strict=True):
-        truth = set(e[e >= 0].tolist())
-        if truth:
-            hits.append(len(truth & set(a[a >= 0].tolist())) / len(truth))
-    return float(np.mean(hits)) if hits else 1.0
-
-
 def _ms_per_query(index: faiss.Index, queries: NDArray[np.float32], k: int) -> float:
     """
     Median single-query time on one faiss thread: the localizer asks one query at a time.
@@ -124,12 +115,10 @@ class _Sweep:
 
     def measure(self, value: int) -> tuple[float, float]:
         if value not in self.tried:
-            if self.kind == 'ivf':
-                retrieval.set_search_params(self.index, nprobe=value)
-            else:
-                retrieval.set_search_params(self.index, ef_search=value)
+            retrieval.set_search_params(self.index, **{self.param: value})
             _, ids = self.index.search(self.queries, self.k + 1)
-            recall = _recall(_drop_self(ids, self.self_ids, self.k), self.truth)
+            recall = retrieval.recall_of_ids(_drop_self(ids, self.self_ids, self.k),
+                                              self.truth)
             ms = _ms_per_query(self.index, self.queries[:_TIMED_QUERIES], self.k + 1)
             self.tried[value] = (recall, ms)
             LOG.info('index tuning: %s %d -> recall@%d %.4f, %.3f ms/query',
@@ -157,8 +146,7 @@ def _ladder(kind: str, index: faiss.Index, k: int, n: int) -> list[int]:
 
 
 def tune_index(vectors: NDArray[np.float32], kind: str,
-               settings: TuneSettings | None = None, *, nlist: int | None = None
-               ) -> TunedIndex:
+               settings: TuneSettings | None = None) -> TunedIndex:
     """
     Build an ``'ivf'`` or ``'hnsw'`` index over ``vectors`` and tune it; see the module doc.
 
@@ -183,7 +171,7 @@ def tune_index(vectors: NDArray[np.float32], kind: str,
     del exact
     budget_ms = cfg.budget_ms if cfg.budget_ms is not None else exact_ms
     build_start = time.perf_counter()
-    index = retrieval.build_index(vectors, kind, nlist=nlist, seed=cfg.seed)
+    index = retrieval.build_index(vectors, kind, seed=cfg.seed)
     build_s = time.perf_counter() - build_start
     sweep = _Sweep(index, kind, queries, self_ids, truth, k)
     chosen, reason, previous = None, None, None

@@ -94,12 +94,12 @@ def calibration_summary(block: dict[str, Any] | None) -> dict[str, Any]:
     reason = None
     if not block.get('weights'):
         reason = info.get('reason') or 'never calibrated (run `r2former calibrate`)'
+    source = block.get('source') or {}
     cross_validated = ece_cv.get('single', info.get('ece_calibrated_cv'))
     ece = cross_validated if cross_validated is not None else info.get('ece_calibrated')
     return {'reason': reason, 'ece': ece,
             'ece_kind': 'cross-validated' if cross_validated is not None else 'in-sample',
             'ece_filtered': ece_cv.get('filtered'),
-            'source': (' '.join(str(v) for v in ((block.get('source') or {}).get('kind'),
-                                                 (block.get('source') or {}).get('drive')) if v)
+            'source': (' '.join(str(v) for v in (source.get('kind'), source.get('drive')) if v)
                        or info.get('method')),
             'settings': block.get('settings')}
