@@ -205,12 +205,16 @@ def _summary(report: mapping.BuildReport) -> str:
         lines.append(f'  {where}: {source["images_read"]} images read, {source["kept"]} kept'
                      f'{dropped}, {source["undecodable_skipped"]} skipped (undecodable or '
                      f'smaller than {MIN_IMAGE_PX}x{MIN_IMAGE_PX} px)')
-    seconds = report.seconds
-    lines.append(f'  time: {seconds["total_s"]:.1f} s total, {seconds["plan_s"]:.1f} s planning, '
-                 f'{seconds["read_decode_s"]:.1f} s reading+decoding, '
-                 f'{seconds["model_s"]:.1f} s model'
-                 + ('' if report.calibrated else '; not calibrated'))
+    # The plain and the Ray build time different stages; show the ones this build has.
+    parts = [f'{report.seconds[key]:.1f} s {label}' for key, label in _TIME_LABELS
+             if key in report.seconds]
+    lines.append(f'  time: {", ".join(parts)}' + ('' if report.calibrated else '; not calibrated'))
     return '\n'.join(lines)
+
+
+_TIME_LABELS = (('total_s', 'total'), ('plan_s', 'planning'),
+                ('read_decode_s', 'reading+decoding'), ('model_s', 'model'),
+                ('ray_s', 'Ray workers (decoding+model)'))
 
 
 def main(argv: list[str] | None = None) -> int:

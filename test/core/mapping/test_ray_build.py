@@ -74,3 +74,18 @@ def test_cli_ray_flags(monkeypatch, tmp_path, capsys):
     assert code == 2
     assert 'build_map --ray needs Ray' in capsys.readouterr().err
     assert not (tmp_path / 'map').exists()
+
+
+def test_summary_of_a_ray_build_names_its_own_stages(tmp_path):
+    from r2former_ros.cli import build_map as cli
+
+    # ray_build.build_map_ray's timing keys: no read_decode_s or model_s, which the plain build has
+    seconds = {'plan_s': 0.5, 'ray_s': 12.3, 'commit_s': 0.1, 'calibrate_s': 0.0,
+               'total_s': 13.0}
+    source = {'kind': 'rosbag', 'bag': 'drive.mcap', 'images_read': 30, 'kept': 20,
+              'dropped_gps_gap': 1, 'dropped_outside_fixes': 2, 'not_keyframe': 7,
+              'undecodable_skipped': 0}
+    report = mapping.BuildReport(tmp_path / 'map', 20, 20, [source], False, seconds)
+    text = cli._summary(report)
+    assert text.splitlines()[-1] == ('  time: 13.0 s total, 0.5 s planning, '
+                                     '12.3 s Ray workers (decoding+model); not calibrated')
