@@ -97,6 +97,11 @@ class EncodedImage:
             raise ImageError(f'bag {self.bag_path} topic {self.topic} message {self.index}: '
                              f'{err}') from err
 
+    def decoded(self) -> ImageRecord:
+        """Return this message as an :class:`ImageRecord` with decoded pixels (see decode)."""
+        return ImageRecord(self.stamp_ns, self.bag_path, self.topic, self.index, self.decode(),
+                           self.receive_ns)
+
 
 def _decode_image(message: Any, msgtype: str) -> np.ndarray:
     """Decode an Image or CompressedImage message to RGB."""
@@ -167,7 +172,7 @@ def iter_images(
     try:
         for encoded in encoded_images:
             try:
-                rgb = encoded.decode()
+                record = encoded.decoded()
             except ImageError as err:
                 if not skip_undecodable:
                     raise
@@ -175,8 +180,7 @@ def iter_images(
                 if on_skip is not None:
                     on_skip(str(err))
                 continue
-            yield ImageRecord(encoded.stamp_ns, encoded.bag_path, encoded.topic, encoded.index,
-                              rgb, encoded.receive_ns)
+            yield record
     finally:
         encoded_images.close()  # releases the open bag now, also when the caller stops early
 
