@@ -16,6 +16,7 @@ from r2former_ros.core import mapping
 from r2former_ros.core.errors import R2FormerError
 from r2former_ros.core.io.folders import LAYOUTS
 from r2former_ros.core.mapdb import LOCAL_FORMATS
+from r2former_ros.core.mapdb.tuning import DEFAULT_TARGET_RECALL, DEFAULT_TOP_K
 from r2former_ros.core.mapping.decode_pool import DEFAULT_DECODE_THREADS
 
 PROG = 'build_map'
@@ -126,11 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help='global index: auto (default: exact for small maps, IVF above), '
                           'exact, ivf or hnsw; on --append the stored choice. IVF/HNSW are '
                           'tuned on the map itself (see below)')
-    out.add_argument('--index-top-k', type=int, default=100, metavar='K',
+    out.add_argument('--index-top-k', type=int, default=DEFAULT_TOP_K, metavar='K',
                      help='tune IVF nprobe / HNSW efSearch until recall@K against exact search '
-                          "reaches --index-recall (default 100, the localizer's retrieval.top_k)")
-    out.add_argument('--index-recall', type=float, default=0.99, metavar='R',
-                     help='recall@K target of the tuning (default 0.99)')
+                          "reaches --index-recall (default %(default)s, the localizer's "
+                          'retrieval.top_k)')
+    out.add_argument('--index-recall', type=float, default=DEFAULT_TARGET_RECALL, metavar='R',
+                     help='recall@K target of the tuning (default %(default)s)')
     out.add_argument('--index-budget-ms', type=float, metavar='MS',
                      help='slowest acceptable ms per query of the tuned index (default: the '
                           "exact scan's own); over budget the map keeps the exact index")

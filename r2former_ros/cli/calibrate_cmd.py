@@ -22,7 +22,7 @@ import sys
 from typing import Any
 
 from r2former_ros.cli.filter_args import add_filter_arguments
-from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments
+from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments, load_model_for_map
 from r2former_ros.core.errors import ConfigError
 
 
@@ -100,15 +100,10 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     from r2former_ros.core.localize.drive_calibration import calibrate_on_drive  # noqa: PLC0415
     from r2former_ros.core.localize.localizer import LocalizerConfig  # noqa: PLC0415
-    from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
-    from r2former_ros.core.places.factory import load_place_model, map_model_settings  # noqa: PLC0415 - torch loads slowly
+    from r2former_ros.core.mapdb import map_info  # noqa: PLC0415
 
-    manifest = MapDatabase.open(args.map_dir).manifest
-    settings = map_model_settings(manifest['model'], backbone=args.backbone,
-                                  checkpoint=args.checkpoint, input_hw=args.input_size,
-                                  num_local=args.num_local)
-    model = load_place_model(settings.backbone, settings.checkpoint, args.device,
-                             settings.input_hw, settings.num_local, precision=args.precision)
+    # Only the manifest: calibrate_on_drive opens the map itself.
+    model = load_model_for_map(args, map_info(args.map_dir))
     rerank = args.rerank_top if model.has_reranker else 0
     if args.rerank_top and not model.has_reranker:
         print('note: this model has no reranker; calibrating the global ranking',

@@ -238,10 +238,9 @@ def _quiet(*logger_names: str, level: int = logging.ERROR) -> Iterator[None]:
 
 def _bar(total: int, what: str) -> Any:
     """Make a progress bar on stderr when it is a terminal (logs and pipes stay clean)."""
-    from tqdm import tqdm  # noqa: PLC0415
+    from r2former_ros.core.progress import terminal_bar  # noqa: PLC0415 - loads tqdm
 
-    return tqdm(total=total, unit='img', desc=f'      {what}', leave=False, file=sys.stderr,
-                disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    return terminal_bar(total=total, unit='img', desc=f'      {what}', leave=False)
 
 
 def run(args: argparse.Namespace) -> int:

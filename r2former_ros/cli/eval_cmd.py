@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from r2former_ros.cli.filter_args import add_filter_arguments
-from r2former_ros.cli.model_args import AUTO_BACKBONE_HELP, add_model_arguments
+from r2former_ros.cli.model_args import AUTO_BACKBONE_HELP, add_model_arguments, load_model_for_map
 from r2former_ros.core.errors import ConfigError
 
 
@@ -73,15 +73,10 @@ def _check(args: argparse.Namespace) -> str:
 
 def _load_model(args: argparse.Namespace, mode: str) -> Any:
     from r2former_ros.core.mapdb import map_info  # noqa: PLC0415
-    from r2former_ros.core.places.factory import load_place_model, map_model_settings  # noqa: PLC0415 - torch is slow
+    from r2former_ros.core.places.factory import load_place_model  # noqa: PLC0415 - torch is slow
 
     if mode == 'bag':
-        # The map fixes the model: unset flags take what it was built with, conflicting ones fail.
-        settings = map_model_settings(map_info(args.map_dir), backbone=args.backbone,
-                                      checkpoint=args.checkpoint, input_hw=args.input_size,
-                                      num_local=args.num_local)
-        return load_place_model(settings.backbone, settings.checkpoint, args.device,
-                                settings.input_hw, settings.num_local, precision=args.precision)
+        return load_model_for_map(args, map_info(args.map_dir))
     # No --backbone: R2Former with a checkpoint, else the cached DINOv2 fallback (said once).
     return load_place_model(backbone=args.backbone, checkpoint=args.checkpoint,
                             device=args.device, precision=args.precision,

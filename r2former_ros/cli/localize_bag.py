@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from r2former_ros.cli.filter_args import add_filter_arguments
-from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments
+from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments, load_model_for_map
 from r2former_ros.core.errors import BagError
 from r2former_ros.core.io import result_messages as rm
 from r2former_ros.core.io.bags import count_messages, iter_images
@@ -168,15 +168,9 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
 def run(args: argparse.Namespace) -> int:
     """Entry point of the verb."""
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
-    from r2former_ros.core.places.factory import load_place_model, map_model_settings  # noqa: PLC0415 - heavy imports
 
     database = MapDatabase.open(args.map)
-    # The map fixes the model: unset flags take what it was built with, conflicting ones fail.
-    settings = map_model_settings(database.manifest['model'], backbone=args.backbone,
-                                  checkpoint=args.checkpoint, input_hw=args.input_size,
-                                  num_local=args.num_local)
-    model = load_place_model(settings.backbone, settings.checkpoint, args.device,
-                             settings.input_hw, settings.num_local, precision=args.precision)
+    model = load_model_for_map(args, database.manifest['model'])
     config = LocalizerConfig(retrieval_top_k=args.retrieval_top_k,
                              rerank_top_n=args.rerank_top_n, result_top_k=args.result_top_k,
                              confidence_threshold=args.confidence_threshold,

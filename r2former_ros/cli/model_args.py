@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 BACKBONE_CHOICES = ('r2former', 'dinov2-s14')
@@ -55,3 +55,18 @@ def add_model_arguments(parser: Any, backbone_choices: Sequence[str] = BACKBONE_
     parser.add_argument('--precision', choices=PRECISION_CHOICES, default='fp32',
                         help='fp32 (default), or opt-in bf16/fp16 on CUDA: faster, and may '
                              'reorder nearly tied candidates (token selection stays fp32)')
+
+
+def load_model_for_map(args: argparse.Namespace, map_model: Mapping[str, Any]) -> Any:
+    """
+    Load the place model a map was built with, from :func:`add_model_arguments`' flags.
+
+    The map fixes the model: flags left unset take what it was built with, conflicting ones
+    fail (``map_model`` is the manifest's ``model`` block or ``map_info``'s summary).
+    """
+    from r2former_ros.core.places.factory import load_place_model, map_model_settings  # noqa: PLC0415 - torch loads slowly
+
+    settings = map_model_settings(map_model, backbone=args.backbone, checkpoint=args.checkpoint,
+                                  input_hw=args.input_size, num_local=args.num_local)
+    return load_place_model(settings.backbone, settings.checkpoint, args.device,
+                            settings.input_hw, settings.num_local, precision=args.precision)

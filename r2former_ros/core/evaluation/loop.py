@@ -186,7 +186,11 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
         ranking = rerank_scores if rerank_scores is not None else global_scores
         feats = confidence_features(ranking, east[ids[:len(ranking)]], north[ids[:len(ranking)]],
                                     settings.threshold_m) if ids.size else None
-        conf.append(localizer.confidence.predict(feats) if feats is not None else 0.0)
+        # With the filter on, its own confidence replaces the single-frame one below.
+        if feats is None or localizer.filter is not None:
+            conf.append(0.0)
+        else:
+            conf.append(localizer.confidence.predict(feats))
         conf_raw.append(uncalibrated.predict(feats) if feats is not None else 0.0)
         g_true = _is_true(query, global_ids[:CURVE_MAX_N], east, north, settings.threshold_m)
         r_true = _is_true(query, ids[:CURVE_MAX_N], east, north, settings.threshold_m)
@@ -280,7 +284,6 @@ def _summary(model: PlaceModel, database: MapDatabase, settings: EvalSettings,
                          'global': list(recall_at_n(g_correct, curve_ns).values()),
                          'reranked': list(recall_at_n(r_correct, curve_ns).values())},
         'latency_ms': latency_stats(timings),
-        'ece': expected_calibration_error(conf, top1),  # the published confidence
         'ece_uncalibrated': expected_calibration_error(raw, top1),
         'confidence': {
             'calibration': calibration_source,

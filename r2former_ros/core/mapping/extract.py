@@ -39,9 +39,9 @@ from r2former_ros.core.places.preprocessing import preprocess
 LOG = logging.getLogger(__name__)
 
 PREFETCH_BATCHES = 2
+"""Decoded batches waiting for the model; bounds memory while keeping the model busy."""
 # Smaller images hold no place worth a map entry (a 1x1 PNG, a broken thumbnail): skipped, named.
 MIN_IMAGE_PX = 32
-"""Decoded batches waiting for the model; bounds memory while keeping the model busy."""
 
 
 @dataclass

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from r2former_ros.core.errors import ConfigError, MapError
 from r2former_ros.core.io import folders as image_sources
 from r2former_ros.core.mapdb import LOCAL_FORMATS, MANIFEST_NAME
-from r2former_ros.core.mapdb.tuning import TuneSettings
+from r2former_ros.core.mapdb.tuning import DEFAULT_TARGET_RECALL, DEFAULT_TOP_K, TuneSettings
 from r2former_ros.core.mapping.decode_pool import DEFAULT_DECODE_THREADS
 from r2former_ros.core.progress import terminal_bar
 
@@ -53,8 +53,8 @@ class BuildOptions:
     local_format: str = 'int8'
     index_type: str | None = None  # None: 'auto' for a new map, the stored choice on append
     # An IVF/HNSW index is tuned to this recall@index_top_k vs exact (mapdb.tuning), else exact.
-    index_top_k: int = 100  # the localizer's retrieval.top_k default
-    index_target_recall: float = 0.99
+    index_top_k: int = DEFAULT_TOP_K  # the localizer's retrieval.top_k default
+    index_target_recall: float = DEFAULT_TARGET_RECALL
     index_budget_ms: float | None = None  # None: the exact scan's own ms per query
     thumbnails: bool = True
     calibrate: bool = True

@@ -36,7 +36,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from r2former_ros.core.errors import CheckpointError, ConfigError
-from r2former_ros.core.features import ImageFeatures
+from r2former_ros.core.features import ImageFeatures, patch_centre_xy
 from r2former_ros.core.model.mnn_rerank import rerank_scores as _mnn_rerank_scores
 
 BACKBONE_NAME = 'dinov2-s14'
@@ -274,17 +274,13 @@ class Dinov2Backbone:
             images = images.to(self.device, torch.float32)
             out = self.model(images)
             height, width = int(images.shape[2]), int(images.shape[3])
-            _, gw = DinoV2ViTS14.grid_hw(height, width)
             k = self.local_count(height, width)
             global_desc = F.normalize(out.cls, dim=-1)
             score, order = torch.topk(out.cls_attention, k, dim=1, largest=True, sorted=True)
             tokens = out.last_input[:, 1:]
             desc = torch.gather(tokens, 1, order.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
             desc = F.normalize(cast(_Block, self.model.blocks[-1]).norm1(desc), dim=-1)
-            scale = float(max(height, width))
-            x = ((order % gw) * PATCH_SIZE + PATCH_SIZE / 2).float() / scale
-            y = (torch.div(order, gw, rounding_mode='floor') * PATCH_SIZE
-                 + PATCH_SIZE / 2).float() / scale
+            x, y = patch_centre_xy(order, (height, width), PATCH_SIZE)
             att = score / score[:, :1].clamp_min(torch.finfo(score.dtype).tiny)
             local = torch.cat([x.unsqueeze(-1), y.unsqueeze(-1), att.unsqueeze(-1), desc], dim=-1)
             return ImageFeatures(
