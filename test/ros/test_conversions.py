@@ -73,6 +73,7 @@ def test_result_fix_pose_and_markers(ros_messages: ModuleType, r2former_msgs: Mo
     assert msg.matched and msg.place_id == 4 and len(msg.candidates) == 3
     assert msg.candidates[2].place_id == 6 and msg.candidates[2].position.x == 20.0
     assert msg.extract_ms == 5.0 and msg.total_ms == 11.0 and msg.heading == 1.0
+    assert msg.calibrated  # carried over (test_node sees False from an uncalibrated map)
 
     fix = ros_messages.to_navsat_fix(result, header=_header(), threshold_m=10.0)
     assert fix.latitude == 35.0 and fix.header.frame_id == 'cam'

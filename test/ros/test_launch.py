@@ -10,9 +10,10 @@ Needs launch_testing and the ``ros2`` command (a ROS 2 install, or the ros2_tool
 test/ros/test_launch.py -s`` or ``launch_test test/ros/test_launch.py``.
 """
 
+import contextlib
 import os
 from pathlib import Path
-import random
+import re
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,13 @@ import launch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # ros_testing, map_factory (also under launch_test)
-from ros_testing import install_prefix, install_site, profile_variables  # noqa: E402
+from ros_testing import (  # noqa: E402
+    claim_domain_id,
+    enable_generated_messages,
+    install_prefix,
+    install_site,
+    isolation_variables,
+)
 
 ROOT = HERE.parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'localize.launch.py'
@@ -44,6 +51,9 @@ MISSING = [what for what, ok in (
     (f'the package install ({SITE})', (SITE / 'r2former_ros' / 'msg' / '__init__.py').is_file()),
 ) if not ok]
 NODE = '/localization_node'
+# `ros2 lifecycle get` prints "<label> [<id>]"; a bare substring test would take 'inactive'
+# for 'active'.
+LIFECYCLE_STATE = r'(?m)^{} \['
 WORKDIR = Path(tempfile.mkdtemp(prefix='r2former_launch_test_'))
 STATE: dict = {}
 
@@ -85,13 +95,12 @@ def generate_test_description():
     params_file = WORKDIR / 'params.yaml'
     params_file.write_text('/**:\n  ros__parameters:\n    rerank:\n      top_n: 0\n'
                            '    diagnostics_period_s: 0.5\n')
-    # One private domain on this host for the node, this process and the ros2 commands; the
-    # large-image profile for this process too (it publishes full-size frames).
-    os.environ.update({
-        'ROS_DOMAIN_ID': str(random.randint(102, 232)),
-        'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-        **{name: str(PROFILE) for name in profile_variables()},
-    })
+    # One private domain on this host for the node, this process and the ros2 commands (held
+    # until this process exits); the large-image profile for this process too (it publishes
+    # full-size frames).
+    held = contextlib.ExitStack()
+    STATE['domain'] = held
+    os.environ.update(isolation_variables(held.enter_context(claim_domain_id()), PROFILE))
     os.environ.pop('ROS_LOCALHOST_ONLY', None)
     os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(
         filter(None, [str(install_prefix()), os.environ.get('AMENT_PREFIX_PATH')]))
@@ -126,34 +135,29 @@ class TestLifecycleAndMapSwap(unittest.TestCase):
             ros2('daemon', 'stop')
 
     def _run(self, node, proc_output):
-        import array
-
+        from node_helpers import image_msg
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
-        from r2former_ros.core.io.images import rgb_to_raw_image
-
-        site = str(SITE / 'r2former_ros')
-        import r2former_ros
-        if site not in r2former_ros.__path__:
-            r2former_ros.__path__.append(site)
-        from r2former_ros.msg import PlaceRecognition
+        PlaceRecognition = enable_generated_messages(SITE).PlaceRecognition  # noqa: N806
 
         deadline = time.monotonic() + 120.0
         while time.monotonic() < deadline and 'localization_node' not in node.get_node_names():
             rclpy_spin(node, 0.2)
         self.assertIn('localization_node', node.get_node_names())
-        self.assertIn('unconfigured', ros2('lifecycle', 'get', NODE))
+        self.assertRegex(ros2('lifecycle', 'get', NODE), LIFECYCLE_STATE.format('unconfigured'))
         self.assertEqual(node.count_subscribers('/test/image'), 0)
         self.assertIn('Transitioning successful', ros2('lifecycle', 'set', NODE, 'configure'))
-        self.assertIn('inactive', ros2('lifecycle', 'get', NODE))
+        self.assertRegex(ros2('lifecycle', 'get', NODE), LIFECYCLE_STATE.format('inactive'))
         self.assertIn('Transitioning successful', ros2('lifecycle', 'set', NODE, 'activate'))
-        self.assertIn('active', ros2('lifecycle', 'get', NODE))
+        self.assertRegex(ros2('lifecycle', 'get', NODE), LIFECYCLE_STATE.format('active'))
         # parameters from the launch file (launch arguments) and from config/localize.yaml
         self.assertIn(str(STATE['route']), ros2('param', 'get', NODE, 'map'))
         self.assertIn('cpu', ros2('param', 'get', NODE, 'device'))
-        self.assertIn('0', ros2('param', 'get', NODE, 'rerank.top_n'))  # from the file
-        self.assertIn('100', ros2('param', 'get', NODE, 'retrieval.top_k'))  # the default
+        self.assertRegex(ros2('param', 'get', NODE, 'rerank.top_n'),  # from the file
+                         re.compile(r'^Integer value is: 0$', re.MULTILINE))
+        self.assertRegex(ros2('param', 'get', NODE, 'retrieval.top_k'),  # the default
+                         re.compile(r'^Integer value is: 100$', re.MULTILINE))
 
         results = []
         node.create_subscription(PlaceRecognition, '/place_recognition', results.append, 10)
@@ -161,11 +165,7 @@ class TestLifecycleAndMapSwap(unittest.TestCase):
         world = STATE['world']
 
         def localize(place: int, stamp: int) -> int:
-            raw = rgb_to_raw_image(world.map_images[place], 'bgr8')
-            msg = Image(height=raw.height, width=raw.width, encoding=raw.encoding,
-                        step=raw.step)
-            msg.data = array.array('B', raw.data)
-            msg.header.stamp.sec = stamp
+            msg = image_msg(world.map_images[place], stamp, 'bgr8')
             for _ in range(5):
                 publisher.publish(msg)
                 end = time.monotonic() + 6.0
@@ -173,7 +173,7 @@ class TestLifecycleAndMapSwap(unittest.TestCase):
                     rclpy_spin(node, 0.1)
                     got = [r for r in results if r.header.stamp.sec == stamp]
                     if got:
-                        print(f'image of place {place} ({raw.width}x{raw.height} bgr8) -> '
+                        print(f'image of place {place} ({msg.width}x{msg.height} bgr8) -> '
                               f'place_id {got[0].place_id}, confidence {got[0].confidence:.3f}, '
                               f'calibrated {got[0].calibrated}', flush=True)
                         return got[0].place_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from vector_factory import clustered
 
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.mapdb import index as retrieval
@@ -11,15 +12,6 @@ from r2former_ros.core.mapdb.tuning import TuneSettings, _drop_self, tune_index
 
 # Generous budget: these tests check recall and the recorded block, not this busy CPU's speed.
 NO_BUDGET_MS = 1e4
-
-
-def clustered(n: int, dim: int, seed: int, clusters: int = 200) -> np.ndarray:
-    """Unit vectors around ``clusters`` centres: neighbours crowd, as in a city map."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
-    rows = centres[rng.integers(0, clusters, n)]
-    rows += 0.35 * rng.normal(size=(n, dim)).astype(np.float32)
-    return retrieval.normalize_rows(rows)
 
 
 @pytest.fixture(scope='module')

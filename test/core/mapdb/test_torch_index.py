@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from vector_factory import clustered
 
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.mapdb import index as retrieval
@@ -14,16 +15,9 @@ from r2former_ros.core.mapdb.reader import follow_model_device
 from r2former_ros.core.mapdb.torch_index import TorchExactIndex
 
 
-def clustered(n: int, dim: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(50, dim)).astype(np.float32)
-    rows = centres[rng.integers(0, 50, n)] + 0.3 * rng.normal(size=(n, dim)).astype(np.float32)
-    return retrieval.normalize_rows(rows)
-
-
 @pytest.fixture(scope='module')
 def data() -> tuple[np.ndarray, np.ndarray]:
-    base = clustered(5000, 64, 0)
+    base = clustered(5000, 64, 0, clusters=50, spread=0.3)
     rng = np.random.default_rng(1)
     queries = base[rng.choice(5000, 40, replace=False)] + 0.05 * rng.normal(
         size=(40, 64)).astype(np.float32)
@@ -77,7 +71,7 @@ def test_fp16_without_rescoring_is_close_but_rounded(data):
 
 
 def test_unnormalised_queries_single_query_and_k_clipped():
-    base = clustered(30, 16, 2)
+    base = clustered(30, 16, 2, clusters=50, spread=0.3)
     index = TorchExactIndex(base, 'cpu', 'fp32')
     scores, ids = index.search(3.0 * base[4], 100)
     assert ids.shape == (1, 30) and ids[0, 0] == 4
@@ -119,7 +113,7 @@ def test_map_database_switches_backend(tmp_path):
                 'checkpoint_sha256': '0' * 64, 'input_hw': [32, 32], 'num_local': k,
                 'global_dim': 16, 'local_dim': d, 'patch_size': 16}
     origin = (35.0, 139.0, 0.0)
-    glob = clustered(n, 16, 4)
+    glob = clustered(n, 16, 4, clusters=50, spread=0.3)
     tokens = np.tile(np.arange(k), (n, 1))
     x, y = patch_centre_xy(tokens, (32, 32), 16)
     local = np.concatenate((x[..., None], y[..., None], rng.uniform(0, 1, (n, k, 1)),
