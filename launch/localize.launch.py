@@ -10,7 +10,8 @@ The node is a lifecycle node: autostart:=true (default) configures and activates
 autostart:=false leaves it unconfigured for a lifecycle manager (e.g. nav2_lifecycle_manager).
 
 Raw camera images need a larger Fast DDS shared-memory segment than the default: the launch file
-points FASTRTPS_DEFAULT_PROFILES_FILE and FASTDDS_DEFAULT_PROFILES_FILE at dds_profile
+points the Fast DDS profile variable of this ROS_DISTRO (FASTRTPS_DEFAULT_PROFILES_FILE up to
+Jazzy, FASTDDS_DEFAULT_PROFILES_FILE from Kilted; both when ROS_DISTRO is unset) at dds_profile
 (config/fastdds_large_images.xml) for every process it starts, unless one of them is already set
 in the environment (your own DDS configuration wins) or dds_profile:=none.
 """
