@@ -46,8 +46,7 @@ from r2former_ros.core.evaluation.metrics import (
 from r2former_ros.core.evaluation.tables import model_banner, weights_kind
 from r2former_ros.core.evaluation.trust import (
     filtered_ranking,
-    is_covered,
-    true_place,
+    query_truth,
     trust_summary,
 )
 from r2former_ros.core.localize.calibration import (
@@ -196,7 +195,8 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
         r_true = _is_true(query, ids[:CURVE_MAX_N], east, north, settings.threshold_m)
         g_rows.append(_pad(g_true, CURVE_MAX_N))
         r_rows.append(_pad(r_true, CURVE_MAX_N))
-        covered.append(is_covered(query, east, north, settings.threshold_m))
+        closest, inside = query_truth(query, east, north, settings.threshold_m)
+        covered.append(inside)
         published = int(ids[0]) if ids.size else -1
         right = bool(r_true[:1].any())
         outside_prob = float('nan')
@@ -209,7 +209,7 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
             f_rows.append(_pad(f_true, CURVE_MAX_N))
             right = bool(f_true[0])
         published_right.append(right)
-        track['true'].append(true_place(query, east, north))
+        track['true'].append(closest)
         track['single'].append(int(ids[0]) if ids.size else -1)
         track['published'].append(published)
         track['outside_prob'].append(outside_prob)

@@ -26,25 +26,22 @@ from r2former_ros.core.evaluation.metrics import recall_at_n
 from r2former_ros.core.localize.calibration import expected_calibration_error
 
 
-def is_covered(query: EvalQuery, east: NDArray[np.float64], north: NDArray[np.float64],
-               threshold_m: float) -> bool:
-    """Whether any map place is a true match for the query (it is inside the mapped area)."""
-    if query.positives is not None:
-        return bool(np.asarray(query.positives).size)
-    if query.east is None or query.north is None:
-        return False
-    return bool(np.min(np.hypot(east - query.east, north - query.north)) <= threshold_m)
+def query_truth(query: EvalQuery, east: NDArray[np.float64], north: NDArray[np.float64],
+                threshold_m: float) -> tuple[int, bool]:
+    """
+    Return the map place closest to the query's truth and whether any place is a true match.
 
-
-def true_place(query: EvalQuery, east: NDArray[np.float64],
-               north: NDArray[np.float64]) -> int:
-    """Return the map place closest to the query's truth (for plots), -1 when unknown."""
+    The closest place is for plots (-1 when unknown); "covered" means the query lies inside the
+    mapped area. One distance pass over the map serves both.
+    """
     if query.positives is not None:
         pos = np.asarray(query.positives)
-        return int(round(float(pos.mean()))) if pos.size else -1
+        return (int(round(float(pos.mean()))) if pos.size else -1), bool(pos.size)
     if query.east is None or query.north is None:
-        return -1
-    return int(np.argmin(np.hypot(east - query.east, north - query.north)))
+        return -1, False
+    distance = np.hypot(east - query.east, north - query.north)
+    closest = int(np.argmin(distance))
+    return closest, bool(distance[closest] <= threshold_m)
 
 
 def filtered_ranking(place: int, ids: NDArray[np.int64]) -> NDArray[np.int64]:

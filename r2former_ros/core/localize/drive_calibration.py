@@ -130,24 +130,38 @@ def _labels(frames: Sequence[DriveFrame], places: NDArray[np.int64], east: NDArr
     return np.hypot(east[places] - truth_e, north[places] - truth_n) <= threshold_m
 
 
-def _observation(frames: Sequence[DriveFrame], east: NDArray[np.float64],
+def _frame_truth(frames: Sequence[DriveFrame], east: NDArray[np.float64],
                  north: NDArray[np.float64], threshold_m: float
-                 ) -> tuple[ObservationModel, dict[str, Any]]:
-    scores, labels, true_counts = [], [], []
-    outside_scores, outside_places = [], []
+                 ) -> tuple[list[NDArray[np.bool_]], NDArray[np.int64]]:
+    """
+    Return, per frame, which candidates and how many map places lie within ``threshold_m``.
+
+    A count of 0: the map does not cover the frame. One distance pass over the map per frame,
+    shared by the fit and every cross-validation fold.
+    """
+    near, true_counts = [], []
     for f in frames:
-        dist = np.hypot(east - f.east, north - f.north)
-        near = dist[f.ids] <= threshold_m
-        true_count = int(np.sum(dist <= threshold_m))
+        within = np.hypot(east - f.east, north - f.north) <= threshold_m
+        near.append(within[f.ids])
+        true_counts.append(int(within.sum()))
+    return near, np.array(true_counts, dtype=np.int64)
+
+
+def _observation(frames: Sequence[DriveFrame], near: Sequence[NDArray[np.bool_]],
+                 true_counts: NDArray[np.int64], num_places: int
+                 ) -> tuple[ObservationModel, dict[str, Any]]:
+    scores, labels, counts = [], [], []
+    outside_scores, outside_places = [], []
+    for f, f_near, true_count in zip(frames, near, true_counts.tolist(), strict=True):
         if true_count:
             scores.append(f.scores)
-            labels.append(near)
-            true_counts.append(true_count)
+            labels.append(f_near)
+            counts.append(true_count)
         # The same frame as if the map did not cover it: its list without the places near
         # it (for a frame the map really does not cover, the list as it is).
-        outside_scores.append(f.scores[~near])
-        outside_places.append(east.size - true_count)
-    return fit_observation_model(scores, labels, true_counts, east.size, outside_scores,
+        outside_scores.append(f.scores[~f_near])
+        outside_places.append(num_places - true_count)
+    return fit_observation_model(scores, labels, counts, num_places, outside_scores,
                                  outside_places)
 
 
@@ -157,11 +171,15 @@ def _log_loss(probs: NDArray[np.float64], labels: NDArray[np.bool_]) -> float:
 
 
 def _filtered_fit(frames: Sequence[DriveFrame], train: NDArray[np.bool_],
+                  truth: tuple[list[NDArray[np.bool_]], NDArray[np.int64]],
                   east: NDArray[np.float64], north: NDArray[np.float64], config: FilterConfig,
                   tempering: float | None) -> dict[str, Any]:
     """Observation model and Platt scaling fitted on the ``train`` frames; filter run on all."""
-    chosen = [f for f, use in zip(frames, train, strict=True) if use]
-    observation, obs_stats = _observation(chosen, east, north, config.threshold_m)
+    near, true_counts = truth
+    chosen = np.flatnonzero(train).tolist()
+    observation, obs_stats = _observation([frames[i] for i in chosen],
+                                          [near[i] for i in chosen], true_counts[chosen],
+                                          east.size)
     candidates = (tempering,) if tempering is not None else TEMPERINGS
     best: dict[str, Any] | None = None
     for gamma in candidates:
@@ -204,8 +222,8 @@ def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64
               FilterConfig(threshold_m=threshold_m, max_speed_mps=max_speed_mps)).validate()
     top1 = np.array([f.ids[0] if f.ids.size else 0 for f in frames])
     single_labels = _labels(frames, top1, east, north, threshold_m)
-    truth_covered = np.array([np.min(np.hypot(east - f.east, north - f.north)) <= threshold_m
-                              for f in frames])
+    truth = _frame_truth(frames, east, north, threshold_m)
+    truth_covered = truth[1] > 0
     features = np.stack([f.features for f in frames])
     info = {'method': 'drive with GPS', 'drive': drive, 'threshold_m': threshold_m,
             'backbone': backbone, 'ranking': 'rerank' if rerank_top_n else 'global',
@@ -220,7 +238,7 @@ def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64
                    'ece_cv': single.info['ece_calibrated_cv'], 'calibrated': single.calibrated,
                    'reason': single.info.get('reason')}}
     everything = np.ones(len(frames), dtype=bool)
-    fit = _filtered_fit(frames, everything, east, north, config, None)
+    fit = _filtered_fit(frames, everything, truth, east, north, config, None)
     filtered = None
     filtered_report = None
     if filter_name == 'hmm':
@@ -228,7 +246,7 @@ def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64
         held_out = np.empty(len(frames))
         for k in range(folds):
             test = fold_of == k
-            fold_fit = _filtered_fit(frames, ~test, east, north, config,
+            fold_fit = _filtered_fit(frames, ~test, truth, east, north, config,
                                      fit['observation'].tempering)
             held_out[test] = fold_fit['probs'][test]
         filtered = fit['platt']
