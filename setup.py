@@ -47,7 +47,7 @@ setup(
         'console_scripts': [
             'build_map = r2former_ros.cli.build_map:main',
             'r2former = r2former_ros.cli.main:main',
-            'localization_node = r2former_ros.ros.localization_node:main',
+            'localization_node = r2former_ros.ros.localization_node:run',
         ],
     },
 )

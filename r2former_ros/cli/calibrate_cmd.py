@@ -21,7 +21,7 @@ from pathlib import Path
 import sys
 from typing import Any
 
-from r2former_ros.cli.filter_args import add_filter_arguments
+from r2former_ros.cli.filter_args import add_filter_arguments, check_filter_arguments
 from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments, load_model_for_map
 from r2former_ros.core.errors import ConfigError
 
@@ -57,10 +57,9 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f'--threshold-m {args.threshold_m} must be > 0')
     if args.rerank_top < 0:
         raise ConfigError(f'--rerank-top {args.rerank_top} must be >= 0')
-    if args.max_speed <= 0:
-        raise ConfigError(f'--max-speed {args.max_speed} must be > 0')
     if args.every < 1:
         raise ConfigError(f'--every {args.every} must be >= 1')
+    check_filter_arguments(args)
     if not (args.map_dir / 'manifest.json').is_file():
         raise ConfigError(f'{args.map_dir} is not a map directory (no manifest.json)')
     for bag in args.bag:

@@ -372,11 +372,9 @@ def _localize_once(model: Any, map_path: Path, query_bag: Path, num_queries: int
             shutil.rmtree(result_bag)
         replay_bag(localizer, [query_bag], IMAGE_TOPIC, result_bag,
                    csv_path=out / 'result_bag.csv', progress=False, on_result=collect)
-    origin = database.manifest['origin']
     fixes = read_navsat([query_bag], GPS_TOPIC)
     stamps = np.array([record.stamp_ns for record, _, _ in records], dtype=np.int64)
-    tags = geotag_images(stamps, fixes, origin=(float(origin['lat']), float(origin['lon']),
-                                                float(origin['alt'])))
+    tags = geotag_images(stamps, fixes, origin=database.origin)
     east = dict(zip(tags.image_index.tolist(), tags.east.tolist(), strict=True))
     north = dict(zip(tags.image_index.tolist(), tags.north.tolist(), strict=True))
     localized = [LocalizedQuery(f'query frame {i}', record.stamp_ns, result, east[i], north[i],

@@ -12,7 +12,7 @@ from pathlib import Path
 import sys
 from typing import Any
 
-from r2former_ros.cli.filter_args import add_filter_arguments
+from r2former_ros.cli.filter_args import add_filter_arguments, check_filter_arguments
 from r2former_ros.cli.model_args import AUTO_BACKBONE_HELP, add_model_arguments, load_model_for_map
 from r2former_ros.core.errors import ConfigError
 
@@ -68,6 +68,7 @@ def _check(args: argparse.Namespace) -> str:
         raise ConfigError(f'--bag {missing[0]} does not exist')
     if args.rerank_top < 0 or args.threshold_m <= 0 or args.every < 1:
         raise ConfigError('--rerank-top must be >= 0, --threshold-m > 0 and --every >= 1')
+    check_filter_arguments(args)
     return 'dataset' if dataset else 'bag'
 
 

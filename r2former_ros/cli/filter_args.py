@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from r2former_ros.core.errors import ConfigError
+
 FILTER_CHOICES = ('none', 'hmm')
 DEFAULT_MAX_SPEED_MPS = 20.0  # = core.localize.sequence_filter's (not imported: keeps --help fast)
 
@@ -17,3 +19,9 @@ def add_filter_arguments(parser: Any, default: str = 'none') -> None:
     parser.add_argument('--max-speed', type=float, default=DEFAULT_MAX_SPEED_MPS, metavar='V',
                         help="the filter's motion bound between frames, m/s "
                              '(default: %(default)s)')
+
+
+def check_filter_arguments(args: Any) -> None:
+    """Refuse a bad --max-speed before the model loads (the filter itself checks it only then)."""
+    if args.max_speed <= 0:
+        raise ConfigError(f'--max-speed {args.max_speed} must be > 0')

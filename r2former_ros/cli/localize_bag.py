@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from r2former_ros.cli.filter_args import add_filter_arguments
+from r2former_ros.cli.filter_args import add_filter_arguments, check_filter_arguments
 from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments, load_model_for_map
 from r2former_ros.core.errors import BagError
 from r2former_ros.core.io import result_messages as rm
@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of the verb."""
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
 
+    check_filter_arguments(args)
     database = MapDatabase.open(args.map)
     model = load_model_for_map(args, database.manifest['model'])
     config = LocalizerConfig(retrieval_top_k=args.retrieval_top_k,

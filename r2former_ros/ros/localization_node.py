@@ -465,5 +465,10 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-if __name__ == '__main__':
+def run() -> None:
+    """Entry point of every launcher (installed script, console script, ``python -m``)."""
     exit_now(main())
+
+
+if __name__ == '__main__':
+    run()

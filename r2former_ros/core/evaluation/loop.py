@@ -335,9 +335,8 @@ def evaluate_bag(model: PlaceModel, map_dir: str | Path,
     """Evaluate a query bag against a map; ground truth is the query bag's GPS."""
     settings = settings or EvalSettings()
     database = MapDatabase.open(map_dir)
-    origin_block = database.manifest['origin']
-    origin = (float(origin_block['lat']), float(origin_block['lon']), float(origin_block['alt']))
-    queries, stats = bag_queries(bag_paths, image_topic, gps_topic, origin, max_gap_s, every)
+    queries, stats = bag_queries(bag_paths, image_topic, gps_topic, database.origin, max_gap_s,
+                                 every)
     paths = [bag_paths] if isinstance(bag_paths, (str, os.PathLike)) else list(bag_paths)
     result = evaluate_map(model, database, queries, settings, progress,
                           {'map': str(map_dir), 'bags': [str(p) for p in paths],

@@ -100,10 +100,8 @@ def bag_drive_frames(localizer: Localizer, bag_paths: str | Path | Sequence[str 
     """Encode and rank every GPS-covered image of a drive bag (in time order)."""
     from r2former_ros.core.io.bag_geotag import geotagged_bag_images  # noqa: PLC0415 - rosbags
 
-    origin_block = localizer.database.manifest['origin']
-    origin = (float(origin_block['lat']), float(origin_block['lon']), float(origin_block['alt']))
-    images, stats = geotagged_bag_images(bag_paths, image_topic, gps_topic, origin, max_gap_s,
-                                         every)
+    images, stats = geotagged_bag_images(bag_paths, image_topic, gps_topic,
+                                         localizer.database.origin, max_gap_s, every)
     frames: list[DriveFrame] = []
     for image in images:
         features = localizer.model.encode_rgb([image.record.rgb])

@@ -33,6 +33,7 @@ from r2former_ros.core.mapdb.schema import (
     check_files,
     compare_model,
     expected_layout,
+    origin_lla,
     position_of,
     read_manifest,
 )
@@ -159,6 +160,11 @@ class MapDatabase:
     def manifest(self) -> dict[str, Any]:
         """The parsed manifest (do not modify)."""
         return self._manifest
+
+    @property
+    def origin(self) -> tuple[float, float, float]:
+        """The (lat, lon, alt) origin of the map's ENU frame."""
+        return origin_lla(self._manifest['origin'])
 
     @property
     def num_places(self) -> int:

@@ -109,6 +109,11 @@ def position_of(row: np.void) -> PlacePosition:
     return PlacePosition(**fields, heading=None if math.isnan(heading) else heading)
 
 
+def origin_lla(block: Mapping[str, Any]) -> tuple[float, float, float]:
+    """Return a manifest's ``origin`` block as the (lat, lon, alt) of the map's ENU frame."""
+    return float(block['lat']), float(block['lon']), float(block['alt'])
+
+
 def local_dtype(local_format: str) -> np.dtype:
     """Return the dtype of ``local_desc.npy`` for a storage format."""
     return np.dtype('<f2') if local_format == 'fp16' else np.dtype('i1')

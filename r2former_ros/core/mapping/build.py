@@ -31,6 +31,7 @@ from typing import Any
 from r2former_ros.core.errors import CheckpointError, R2FormerError
 from r2former_ros.core.localize.calibration import calibrate_map
 from r2former_ros.core.mapdb import MapWriter, map_info
+from r2former_ros.core.mapdb.schema import origin_lla
 from r2former_ros.core.mapping.extract import extract_places
 from r2former_ros.core.mapping.options import (
     CALIBRATION_THRESHOLD_M,
@@ -116,8 +117,7 @@ def plan_build(opts: BuildOptions, timing: dict[str, float]) -> tuple[Path, Plan
     origin = None
     if opts.append:
         # Places of an appended bag live in the existing map's ENU frame.
-        block = map_info(out)['origin']
-        origin = (float(block['lat']), float(block['lon']), float(block['alt']))
+        origin = origin_lla(map_info(out)['origin'])
     start = time.perf_counter()
     plan = plan_bags(opts, origin) if opts.bags else plan_folder(opts, origin)
     timing['plan_s'] = time.perf_counter() - start

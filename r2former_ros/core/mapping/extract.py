@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 import torch
 
 from r2former_ros.core.errors import ImageError
+from r2former_ros.core.features import ImageFeatures
 from r2former_ros.core.io import bags
 from r2former_ros.core.io.images import read_image_file
 from r2former_ros.core.mapdb import (
@@ -31,7 +32,7 @@ from r2former_ros.core.mapdb import (
 )
 from r2former_ros.core.mapping.decode_pool import decode_in_order
 from r2former_ros.core.mapping.options import BuildOptions, progress_bar
-from r2former_ros.core.mapping.plan import PlaceKey, Plan
+from r2former_ros.core.mapping.plan import PlaceKey, Plan, Planned
 from r2former_ros.core.mapping.prefetch import Prefetcher
 from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.places.preprocessing import preprocess
@@ -134,17 +135,28 @@ def _folder_pairs(opts: BuildOptions, plan: Plan,
         decoded.close()
 
 
+def too_small(rgb: NDArray[np.uint8], where: str) -> str | None:
+    """Say why an image is too small for a map entry (named by ``where``); None if it is not."""
+    height, width = rgb.shape[:2]
+    if min(height, width) >= MIN_IMAGE_PX:
+        return None
+    return (f'{where}: {width}x{height} px is smaller than the '
+            f'{MIN_IMAGE_PX}x{MIN_IMAGE_PX} minimum')
+
+
+def image_name(bag: str, index: int, path: object = None) -> str:
+    """Name a planned image in messages: its file, else its bag and message index."""
+    return str(path) if path else f'{bag} message {index}'
+
+
 def _big_enough(pairs: Iterator[tuple[PlaceKey, NDArray[np.uint8]]], plan: Plan,
                 skips: list[str]) -> Iterator[tuple[PlaceKey, NDArray[np.uint8]]]:
     """Pass images of at least MIN_IMAGE_PX a side; skip (and name) the others."""
     for key, rgb in pairs:
-        height, width = rgb.shape[:2]
-        if min(height, width) >= MIN_IMAGE_PX:
+        problem = too_small(rgb, image_name(key[0], key[1], plan.places[key].path))
+        if problem is None:
             yield key, rgb
             continue
-        where = plan.places[key].path or f'{key[0]} message {key[1]}'
-        problem = (f'{where}: {width}x{height} px is smaller than the '
-                   f'{MIN_IMAGE_PX}x{MIN_IMAGE_PX} minimum')
         LOG.warning('skipping a tiny image: %s', problem)
         skips.append(problem)
 
@@ -187,18 +199,35 @@ def extract_places(opts: BuildOptions, plan: Plan, model: PlaceModel, writer: Ma
             timing['model_s'] += time.perf_counter() - start
             start = time.perf_counter()
             planned = [plan.places[key] for key in batch.keys]
-            records = [PlaceRecord(p.stamp_ns, p.position, source_ids[p.slot], p.msg_index)
-                       for p in planned]
-            writer.add(features, records, batch.thumbnails)
+            write_planned(writer, planned, source_ids, features, batch.thumbnails, kept)
             timing['write_s'] += time.perf_counter() - start
-            for p in planned:
-                kept[p.slot] += 1
             bar.update(len(planned))
-    if skips and sum(kept) == 0:
+    check_skips(plan, kept, skips)
+    return kept
+
+
+def write_planned(writer: MapWriter, planned: list[Planned], source_ids: list[int],
+                  features: ImageFeatures, thumbnails: list[NDArray[np.uint8]] | None,
+                  kept: list[int]) -> None:
+    """Add the encoded places of one batch to the map and count them per source slot."""
+    records = [PlaceRecord(p.stamp_ns, p.position, source_ids[p.slot], p.msg_index)
+               for p in planned]
+    writer.add(features, records, thumbnails)
+    for p in planned:
+        kept[p.slot] += 1
+
+
+def check_skips(plan: Plan, kept: list[int], skips: list[str]) -> None:
+    """
+    Refuse a build that kept no image; otherwise log how many were skipped and the first why.
+
+    Raises:
+        ImageError: Not a single planned image could be decoded and used.
+    """
+    if sum(kept) == 0:
         raise ImageError(f'none of the {len(plan.places)} selected images could be decoded and '
-                         f'used; first problem: {skips[0]}')
+                         f'used; first problem: {skips[0] if skips else "?"}')
     if skips:
         LOG.warning('%d of %d selected images were skipped (undecodable, or smaller than '
                     '%dx%d px; first: %s)', len(skips), len(plan.places), MIN_IMAGE_PX,
                     MIN_IMAGE_PX, skips[0])
-    return kept

@@ -36,7 +36,6 @@ from r2former_ros.core.io.images import read_image_file
 from r2former_ros.core.mapdb import (
     DEFAULT_THUMBNAIL_WIDTH,
     MapWriter,
-    PlaceRecord,
     resize_to_width,
 )
 from r2former_ros.core.mapping.build import (
@@ -46,7 +45,7 @@ from r2former_ros.core.mapping.build import (
     plan_build,
     record_kept,
 )
-from r2former_ros.core.mapping.extract import MIN_IMAGE_PX
+from r2former_ros.core.mapping.extract import check_skips, image_name, too_small, write_planned
 from r2former_ros.core.mapping.options import BuildOptions, BuildReport
 from r2former_ros.core.mapping.plan import Plan
 
@@ -88,12 +87,12 @@ class DecodeSegment:
         self.image_topic, self.stamp_source = image_topic, stamp_source
         self.thumbnails = thumbnails
 
-    def _row(self, bag: str, index: int, rgb: np.ndarray | None, error: str) -> dict[str, Any]:
-        if rgb is not None and min(rgb.shape[:2]) < MIN_IMAGE_PX:
-            height, width = rgb.shape[:2]
-            error = (f'{bag} message {index}: {width}x{height} px is smaller than the '
-                     f'{MIN_IMAGE_PX}x{MIN_IMAGE_PX} minimum')
-            rgb = None
+    def _row(self, bag: str, index: int, rgb: np.ndarray | None, error: str,
+             file: str = '') -> dict[str, Any]:
+        if rgb is not None:
+            problem = too_small(rgb, image_name(bag, index, file))
+            if problem is not None:  # named as the plain build names it
+                error, rgb = problem, None
         thumb = (resize_to_width(rgb, DEFAULT_THUMBNAIL_WIDTH)
                  if rgb is not None and self.thumbnails else _EMPTY_RGB)
         return {'bag': bag, 'index': index, 'error': error,
@@ -104,9 +103,9 @@ class DecodeSegment:
         if segment['files']:
             for index, file in zip(segment['indices'], segment['files'], strict=True):
                 try:
-                    yield self._row(bag, index, read_image_file(file), '')
+                    yield self._row(bag, index, read_image_file(file), '', file)
                 except ImageError as err:
-                    yield self._row(bag, index, None, str(err))
+                    yield self._row(bag, index, None, str(err), file)
             return
         messages = bags.iter_encoded_images(
             [bag], self.image_topic, stamp_source=self.stamp_source,
@@ -213,9 +212,7 @@ def build_map_ray(opts: BuildOptions, address: str | None = None, *,
         for batch in dataset.iter_batches(batch_size=None, batch_format='numpy'):
             _add_batch(batch, plan, writer, source_ids, kept, skips, opts.thumbnails)
         timing['ray_s'] = time.perf_counter() - start
-        if sum(kept) == 0:
-            raise ImageError(f'none of the {len(plan.places)} selected images could be decoded '
-                             f'or was large enough; first problem: {skips[0] if skips else "?"}')
+        check_skips(plan, kept, skips)
         record_kept(writer, plan, source_ids, kept)
         num_places = writer.num_places
         start = time.perf_counter()
@@ -238,13 +235,9 @@ def _add_batch(batch: dict[str, np.ndarray], plan: Plan, writer: MapWriter,
     if not rows:
         return
     planned = [plan.places[(str(batch['bag'][row]), int(batch['index'][row]))] for row in rows]
-    records = [PlaceRecord(p.stamp_ns, p.position, source_ids[p.slot], p.msg_index)
-               for p in planned]
     features = ImageFeatures(np.asarray(batch['global_desc'][rows], np.float32),
                              np.asarray(batch['local_feats'][rows], np.float32),
                              np.asarray(batch['token_index'][rows], np.int64))
     thumbs = [np.asarray(batch['thumb'][row]) for row in rows] if thumbnails else None
-    writer.add(features, records, thumbs)
-    for p in planned:
-        kept[p.slot] += 1
+    write_planned(writer, planned, source_ids, features, thumbs, kept)
 
