@@ -139,7 +139,8 @@ class EncodeBatch:
         tokens = np.zeros((count, k), np.int64)
         if ok:
             with torch.inference_mode():
-                features = self.model.encode_rgb([np.asarray(batch['rgb'][row]) for row in ok])
+                # Copies: Ray hands out read-only arrays, which torch warns about on every batch.
+                features = self.model.encode_rgb([np.array(batch['rgb'][row]) for row in ok])
             glob[ok], local[ok], tokens[ok] = (features.global_desc, features.local_feats,
                                                features.token_index)
         return {'bag': batch['bag'], 'index': batch['index'], 'error': batch['error'],
