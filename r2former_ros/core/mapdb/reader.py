@@ -96,18 +96,22 @@ class MapDatabase:
     A map opened for localization; create it with :meth:`open`.
 
     Large arrays stay memory-mapped, so resident memory does not grow with the map except for
-    the faiss index (the exact index is a copy of the global descriptors).
+    the faiss index (the exact index is a copy of the global descriptors), which is released
+    while a GPU answers the searches (:meth:`use_device`).
     """
 
     def __init__(
         self, path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray],
-        index: faiss.Index,
+        index: faiss.Index, search_params: dict[str, int | None],
     ) -> None:
         """Wrap already-checked parts; use :meth:`open` instead."""
         self.path = path
         self._manifest = manifest
         self._arrays = arrays
-        self._index = index
+        # None while a device index answers: faiss's copy of the descriptors (1 GB at 1M places
+        # for the exact index) is released then, and rebuilt if search returns to faiss.
+        self._index: faiss.Index | None = index
+        self._search_params = search_params  # nprobe / ef_search, reapplied on a rebuild
         self._model = manifest['model']
         self._device_index: TorchExactIndex | None = None
 
@@ -150,9 +154,10 @@ class MapDatabase:
             raise MapError('; '.join(problems))
         index = open_index(root, manifest, arrays[GLOBAL_FILE])
         block = manifest.get('index', {})
-        retrieval.set_search_params(index, nprobe=nprobe or block.get('nprobe'),
-                                    ef_search=ef_search or block.get('ef_search'))
-        return cls(root, manifest, arrays, index)
+        params = {'nprobe': nprobe or block.get('nprobe'),
+                  'ef_search': ef_search or block.get('ef_search')}
+        retrieval.set_search_params(index, **params)
+        return cls(root, manifest, arrays, index, params)
 
     # -- metadata
 
@@ -265,7 +270,13 @@ class MapDatabase:
                            f'stores global_dim {self._model["global_dim"]}')
         if self._device_index is not None:
             return self._device_index.search(q, k)
-        return retrieval.search(self._index, q, k)
+        return retrieval.search(self._faiss_index(), q, k)
+
+    def _faiss_index(self) -> faiss.Index:
+        if self._index is None:
+            self._index = open_index(self.path, self._manifest, self.global_desc)
+            retrieval.set_search_params(self._index, **self._search_params)
+        return self._index
 
     def use_device(self, device: str | torch.device | None, precision: str = 'fp16') -> None:
         """
@@ -283,6 +294,7 @@ class MapDatabase:
         from r2former_ros.core.mapdb.torch_index import TorchExactIndex
 
         self._device_index = TorchExactIndex(self.global_desc, device, precision)
+        self._index = None  # unused from now on; see __init__
 
     @property
     def retrieval_backend(self) -> str:
@@ -293,8 +305,11 @@ class MapDatabase:
         return f'faiss {self.index_type}'
 
     def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Change IVF nprobe / HNSW efSearch of the loaded index."""
-        retrieval.set_search_params(self._index, nprobe=nprobe, ef_search=ef_search)
+        """Change IVF nprobe / HNSW efSearch of the map's faiss index (kept for a rebuild)."""
+        retrieval.set_search_params(self._faiss_index(), nprobe=nprobe, ef_search=ef_search)
+        changed = {'nprobe': nprobe, 'ef_search': ef_search}
+        self._search_params.update({key: value for key, value in changed.items()
+                                    if value is not None})
 
     def position(self, place_id: int) -> PlacePosition:
         """Return where place ``place_id`` is."""

@@ -130,8 +130,19 @@ def test_map_database_switches_backend(tmp_path):
     scores, ids = database.search(glob[:5], 20)
     f_scores, f_ids = retrieval.search(retrieval.build_index(glob, 'exact'), glob[:5], 20)
     same_up_to_ties(ids, scores, f_ids, f_scores, 1e-5)
+    assert database._index is None  # faiss's copy is released while the device answers
     database.use_device(None)
     assert database.retrieval_backend == 'faiss hnsw'
+    # Back on faiss: the stored index is reloaded with the same search settings as at open.
+    reopened = MapDatabase.open(tmp_path / 'map')
+    assert retrieval.search_params(database._faiss_index()) == \
+        retrieval.search_params(reopened._faiss_index())
+    np.testing.assert_array_equal(database.search(glob[:5], 20)[1],
+                                  reopened.search(glob[:5], 20)[1])
+    database.set_search_params(ef_search=77)
+    database.use_device('cpu', 'fp32')
+    database.use_device(None)
+    assert retrieval.search_params(database._faiss_index())['ef_search'] == 77
 
 
 def test_retrieval_follows_a_cuda_model_only():
