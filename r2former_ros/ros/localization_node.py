@@ -236,8 +236,7 @@ class LocalizationNode(LifecycleNode):
     def _backbone(self) -> str:
         if self.localizer is None:
             return ''
-        model = self.localizer.model
-        return str(model.identity().get('backbone', model.name))
+        return self.localizer.model.name  # = identity()['backbone'], without a dict per frame
 
     # ------------------------------------------------------------------- executor thread
 

@@ -126,11 +126,6 @@ def fit_logistic(features: ArrayLike, labels: ArrayLike, l2: float = L2_PENALTY,
     return weights, bias
 
 
-def _predict(weights: NDArray[np.float64], bias: float,
-             features: NDArray[np.float64]) -> NDArray[np.float64]:
-    return _sigmoid(features @ weights + bias)
-
-
 def predict_logistic(weights: NDArray[np.float64], bias: float,
                      features: NDArray[np.float64]) -> NDArray[np.float64]:
     """Probabilities of a fitted logistic model for (N, F) features."""
