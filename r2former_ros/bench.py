@@ -38,7 +38,7 @@ from r2former_ros.core.mapdb import index as retrieval
 from r2former_ros.core.model.checkpoint import load_checkpoint
 from r2former_ros.core.model.config import R2FormerConfig
 from r2former_ros.core.model.fast_rerank import fast_rerank_scores
-from r2former_ros.core.model.r2former import R2Former
+from r2former_ros.core.model.r2former_net import R2Former
 from r2former_ros.core.places.preprocessing import preprocess
 from r2former_ros.core.places.r2former import R2FormerPlaceModel, seeded_r2former
 

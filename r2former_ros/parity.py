@@ -36,7 +36,7 @@ from r2former_ros.core.device import resolve_device, strict_fp32_math
 from r2former_ros.core.errors import R2FormerError
 from r2former_ros.core.model.checkpoint import load_checkpoint, model_from_state_dict
 from r2former_ros.core.model.config import R2FormerConfig
-from r2former_ros.core.model.r2former import R2Former
+from r2former_ros.core.model.r2former_net import R2Former
 from r2former_ros.core.model.seeded import seeded_state_dict
 from r2former_ros.core.places.preprocessing import preprocess
 

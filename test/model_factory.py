@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from official_format import save_official_format
 import torch
 
-from r2former_ros.core.model.checkpoint import model_from_state_dict, save_official_format
+from r2former_ros.core.model.checkpoint import model_from_state_dict
 from r2former_ros.core.model.config import R2FormerConfig
-from r2former_ros.core.model.r2former import R2Former
+from r2former_ros.core.model.r2former_net import R2Former
 from r2former_ros.core.model.seeded import seeded_state_dict, shapes_of
 
 # 64x96 input -> 4x6 = 24 patches; 12 local tokens. Seconds instead of minutes on 2 cores.

@@ -3,10 +3,10 @@
 import json
 
 from model_factory import TINY_CONFIG, seeded_model
+from official_format import save_official_format
 from test_eval_cli import TINY_FLAGS, write_vg_dataset
 
 from r2former_ros.cli.main import main
-from r2former_ros.core.model.official_format import save_official_format
 
 
 def test_eval_with_a_global_only_checkpoint(tmp_path, monkeypatch, capsys, caplog):

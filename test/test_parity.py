@@ -5,10 +5,10 @@ import shutil
 import zipfile
 
 import numpy as np
+from official_format import save_official_format
 import pytest
 import torch
 
-from r2former_ros.core.model.checkpoint import save_official_format
 from r2former_ros.parity import build_model, load_fixture, main
 
 FIXTURE = Path(__file__).parent / 'data' / 'parity_a'

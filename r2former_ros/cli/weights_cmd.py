@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from r2former_ros.core.places.weights import cache_root
+from r2former_ros.core.places.base import cache_root
 
 OFFICIAL_NAMES = ('r2former', 'msls-deits')
 
@@ -32,7 +32,7 @@ def run_fetch(args: argparse.Namespace) -> int:
             print(f'tools find it with $R2FORMER_CACHE={args.cache_dir} or --checkpoint '
                   f'{fetched.path}')
     else:
-        from r2former_ros.core.places.weights import fetch_dinov2_s14  # noqa: PLC0415
+        from r2former_ros.core.places.dinov2_weights import fetch_dinov2_s14  # noqa: PLC0415
 
         print(f'weights ready: {fetch_dinov2_s14(args.cache_dir)}')
     print(f'cache: {cache_root(args.cache_dir)} (override with $R2FORMER_CACHE)')

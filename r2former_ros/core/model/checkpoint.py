@@ -28,8 +28,7 @@ from r2former_ros.core.errors import CheckpointError
 from r2former_ros.core.hashing import file_sha256
 from r2former_ros.core.model.checkpoint_file import read_checkpoint
 from r2former_ros.core.model.config import R2FormerConfig
-from r2former_ros.core.model.official_format import save_official_format  # noqa: F401 - re-export
-from r2former_ros.core.model.r2former import R2Former
+from r2former_ros.core.model.r2former_net import R2Former
 
 LOG = logging.getLogger(__name__)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +27,21 @@ BACKBONES = ('r2former', 'dinov2-s14')
 # Names only: what each means (TF32 off, CUDA autocast dtype) is core.device.apply_precision.
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 CHECKPOINT_NAME = 'CVPR23_DeitS_Rerank.pth'
+
+
+CACHE_ENV = 'R2FORMER_CACHE'
+DEFAULT_CACHE = Path('~/.cache/r2former_ros')
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Return the cache directory: the argument, else ``$R2FORMER_CACHE``, else the default."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_CACHE.expanduser()
+
 
 
 def model_identity(backbone: str, checkpoint: str, weights_sha256: str, input_hw: Sequence[int],

@@ -17,7 +17,7 @@ from r2former_ros.core.errors import CheckpointError
 from r2former_ros.core.features import ImageFeatures
 from r2former_ros.core.hashing import state_dict_sha256
 from r2former_ros.core.model.config import IMAGENET_MEAN, IMAGENET_STD
-from r2former_ros.core.model.dinov2 import (
+from r2former_ros.core.model.dinov2_net import (
     DEFAULT_NUM_LOCAL,
     INPUT_HW_DEFAULT,
     PATCH_SIZE,
@@ -25,7 +25,7 @@ from r2former_ros.core.model.dinov2 import (
 )
 from r2former_ros.core.model.mnn_rerank import rerank_scores
 from r2former_ros.core.places.base import PlaceModel, model_identity
-from r2former_ros.core.places.weights import (
+from r2former_ros.core.places.dinov2_weights import (
     cached_weights_path,
     load_dinov2_s14_state_dict,
     read_weights_meta,

@@ -16,10 +16,9 @@ from typing import Any
 
 from r2former_ros.core.device import apply_precision, resolve_device
 from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.places.base import BACKBONES, CHECKPOINT_NAME, PlaceModel
+from r2former_ros.core.places.base import BACKBONES, CHECKPOINT_NAME, PlaceModel, cache_root
 from r2former_ros.core.places.dinov2 import dinov2_available, load_dinov2
 from r2former_ros.core.places.r2former import load_r2former
-from r2former_ros.core.places.weights import cache_root
 
 LOG = logging.getLogger(__name__)
 

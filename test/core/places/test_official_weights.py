@@ -12,13 +12,13 @@ import sys
 import types
 
 from model_factory import seeded_model
+from official_format import save_official_format
 import pytest
 
 from r2former_ros.cli.main import main
 from r2former_ros.core.errors import CheckpointError
 from r2former_ros.core.hashing import file_sha256
 from r2former_ros.core.model.checkpoint import LAYOUT_FULL, LAYOUT_GLOBAL_ONLY
-from r2former_ros.core.model.official_format import save_official_format
 from r2former_ros.core.places.official_weights import OFFICIAL_CHECKPOINTS, fetch_official
 
 DriveFile = namedtuple('DriveFile', 'id path local_path')  # what gdown's folder listing yields

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-import os
 from typing import NamedTuple, cast
 
 import numpy as np
@@ -207,9 +206,9 @@ class Dinov2Backbone:
     """
     Feature extractor behind the same interface as the R2Former model.
 
-    Build it with ``from_state_dict`` (or ``from_cache`` after
-    ``r2former weights fetch dinov2-s14``); ``encode`` takes images prepared as
-    ``preprocessing`` says and returns ``ImageFeatures`` with 384-d descriptors.
+    Build it with ``from_state_dict`` (the place model loads the cached weights);
+    ``encode`` takes images prepared as ``preprocessing`` says and returns ``ImageFeatures``
+    with 384-d descriptors.
     """
 
     name = BACKBONE_NAME
@@ -238,17 +237,6 @@ class Dinov2Backbone:
         except RuntimeError as exc:
             raise CheckpointError(f'state dict does not fit DINOv2 ViT-S/14: {exc}') from exc
         return cls(model.to(device), input_hw, num_local)
-
-    @classmethod
-    def from_cache(cls, cache_dir: str | os.PathLike[str] | None = None,
-                   input_hw: tuple[int, int] = INPUT_HW_DEFAULT,
-                   num_local: int = DEFAULT_NUM_LOCAL,
-                   device: str | torch.device = 'cpu') -> Dinov2Backbone:
-        """Build from the weights cached by ``fetch_dinov2_s14`` (no network)."""
-        from r2former_ros.core.places.weights import load_dinov2_s14_state_dict
-
-        return cls.from_state_dict(load_dinov2_s14_state_dict(cache_dir), input_hw, num_local,
-                                   device)
 
     @property
     def device(self) -> torch.device:

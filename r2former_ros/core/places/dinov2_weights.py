@@ -38,12 +38,11 @@ import numpy as np
 
 from r2former_ros.core.errors import CheckpointError
 from r2former_ros.core.hashing import file_sha256, state_dict_sha256
+from r2former_ros.core.places.base import cache_root
 
 if TYPE_CHECKING:
     import torch
 
-CACHE_ENV = 'R2FORMER_CACHE'
-DEFAULT_CACHE = Path('~/.cache/r2former_ros')
 DOWNLOADS_SUBDIR = 'downloads'
 
 
@@ -85,16 +84,6 @@ _PREFIX = 'backbone.'
 _LAYER = 'backbone.encoder.layer.'
 
 Progress = Callable[[str], Any]
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Return the cache directory: the argument, else ``$R2FORMER_CACHE``, else the default."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return DEFAULT_CACHE.expanduser()
 
 
 def _source(name: str) -> WeightsSource:

@@ -28,7 +28,7 @@ import zipfile
 import numpy as np
 import torch
 
-from r2former_ros.core.model.r2former import R2Former
+from r2former_ros.core.model.r2former_net import R2Former
 
 NUMPY2_MODULE = 'numpy._core.multiarray'
 NUMPY1_MODULE = 'numpy.core.multiarray'
