@@ -27,6 +27,10 @@ import tempfile
 import time
 from typing import Any
 
+from r2former_ros.core.threads import PASSIVE_WAIT, THREADS_HELP, apply_threads
+
+os.environ.setdefault(*PASSIVE_WAIT)  # before torch loads OpenMP, like every tool (core.threads)
+
 import numpy as np
 import torch
 
@@ -180,8 +184,7 @@ def load_model(checkpoint: str | None) -> R2Former:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     strict_fp32_math()
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     model = load_model(args.checkpoint).to(device)
     config = model.config
     repeats = args.repeats
@@ -307,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--batch-repeats', type=int, default=MIN_REPEATS,
                         help='timed repeats of the (slow) batch extraction (default and minimum '
                              f'{MIN_REPEATS})')
-    parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: '
-                        'torch default)')
+    parser.add_argument('--threads', type=int, default=0, metavar='N',
+                        help=THREADS_HELP + '; the committed CPU table used --threads 2')
     args = parser.parse_args(argv)
     if args.candidates < 10:
         parser.error('--candidates must be at least 10 (the top-10 order is compared)')

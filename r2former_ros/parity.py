@@ -22,15 +22,18 @@ import os
 from pathlib import Path
 import sys
 
+from r2former_ros.core.threads import PASSIVE_WAIT, THREADS_HELP, apply_threads
+
 # The reference's own fp32 local descriptors are 1.0e-5 away from a float64 run of the same
 # weights, which is the tolerance itself, so the CPU's kernel choice decides pass or fail: MKL's
 # AVX-512 GEMM lands at 1.5e-5, its AVX2 path (CNR mode, same on every AVX2 CPU) at 9.5e-6.
 # It must be set before torch loads MKL; a caller's own MKL_CBWR wins.
 os.environ.setdefault('MKL_CBWR', 'AVX2')
+os.environ.setdefault(*PASSIVE_WAIT)  # likewise read once, when torch loads OpenMP (core.threads)
 
 import numpy as np
 from numpy.typing import NDArray
-import torch  # noqa: E402 - after MKL_CBWR
+import torch  # noqa: E402 - after MKL_CBWR and the wait policy
 
 from r2former_ros.core.device import resolve_device, strict_fp32_math
 from r2former_ros.core.errors import R2FormerError
@@ -143,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--checkpoint', help='load this checkpoint instead of regenerating the '
                         'seeded weights from the manifest')
     parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto (default cpu)')
+    parser.add_argument('--threads', type=int, default=0, metavar='N', help=THREADS_HELP)
     args = parser.parse_args(argv)
     try:
+        apply_threads(args.threads)
         report = run_parity(args.fixture, args.checkpoint, args.device)
     except R2FormerError as err:
         print(f'parity: error: {err}', file=sys.stderr)

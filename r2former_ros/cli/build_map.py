@@ -18,6 +18,7 @@ from r2former_ros.core.io.folders import LAYOUTS
 from r2former_ros.core.mapdb import LOCAL_FORMATS
 from r2former_ros.core.mapdb.tuning import DEFAULT_TARGET_RECALL, DEFAULT_TOP_K
 from r2former_ros.core.mapping.decode_pool import DEFAULT_DECODE_THREADS
+from r2former_ros.core.threads import apply_threads, prefer_passive_wait
 
 PROG = 'build_map'
 _SPACING_M = mapping.DEFAULT_MIN_DISTANCE_M  # short name for the help text below
@@ -221,6 +222,7 @@ _TIME_LABELS = (('total_s', 'total'), ('plan_s', 'planning'),
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``build_map``; every failure is one line on stderr and a non-zero exit code."""
+    prefer_passive_wait()  # before the pipeline imports torch (OpenMP reads it once, at load)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -232,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_topics:
             return _list_topics(args)
         options = _options(args)
+        apply_threads(args.threads)
         # The pipeline loads torch; imported only now, so --help and usage errors are instant.
         if args.ray is not None:
             from r2former_ros.core.mapping.ray_build import build_map_ray  # noqa: PLC0415

@@ -1,5 +1,5 @@
 """
-`r2former`: the umbrella command. Each verb lives in its own module with `register(subparsers)`.
+`r2former`: the umbrella command; each verb lives in its own module with `register(subparsers)`.
 
     r2former map info MAP_DIR [--json]      r2former map verify MAP_DIR
     r2former eval ...                       r2former localize-bag ...
@@ -15,6 +15,13 @@ import logging
 import sys
 
 from r2former_ros.core.errors import R2FormerError
+from r2former_ros.core.threads import apply_threads, prefer_passive_wait
+
+# What `r2former --help` tells a user (the module docstring is for developers).
+DESCRIPTION = ('Localize camera images against a place map built with `build_map`: inspect a '
+               'map, measure recall and confidence, localize a recorded bag, calibrate on a '
+               'second drive, fetch weights, or try everything on bundled data with '
+               '`r2former demo`. `r2former VERB --help` explains each verb.')
 
 # verb -> (module, one-line help). Only the verb being run is imported (its module registers the
 # full parser); the others appear in `r2former --help` from this table, so the listing and every
@@ -50,7 +57,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     Args:
         verb: the verb to run; None lists the verbs only (``r2former --help``).
     """
-    parser = argparse.ArgumentParser(prog='r2former', description=(__doc__ or '').split('\n')[1])
+    parser = argparse.ArgumentParser(prog='r2former', description=DESCRIPTION)
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     subparsers = parser.add_subparsers(dest='verb', metavar='VERB')
     subparsers.required = True
@@ -67,6 +74,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run a verb; R2FormerError becomes one clear line on stderr and exit code 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    # Before any verb imports torch: OpenMP reads its wait policy once, when torch loads it.
+    prefer_passive_wait()
     args = build_parser(requested_verb(argv)).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
@@ -74,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     # this point): noise in every command's output, so only its warnings show.
     logging.getLogger('faiss').setLevel(logging.WARNING)
     try:
+        if hasattr(args, 'threads'):  # the verbs that run a model (cli.model_args)
+            apply_threads(args.threads)
         return int(args.func(args) or 0)
     except R2FormerError as err:
         print(f'r2former {args.verb}: error: {err}', file=sys.stderr)

@@ -6,8 +6,21 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from r2former_ros.core.threads import THREADS_HELP
+
 BACKBONE_CHOICES = ('r2former', 'dinov2-s14')
 PRECISION_CHOICES = ('fp32', 'bf16', 'fp16')
+
+
+def parse_threads(text: str) -> int:
+    """Parse a --threads value for argparse: 0 (the default rule) or a positive count."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{value} must be >= 1, or 0 for the default')
+    return value
 
 
 def parse_hw(text: str) -> tuple[int, int]:
@@ -31,7 +44,7 @@ def add_model_arguments(parser: Any, backbone_choices: Sequence[str] = BACKBONE_
                         backbone_help: str = AUTO_BACKBONE_HELP,
                         backbone_default: str | None = None) -> None:
     """
-    Add --backbone, --checkpoint, --device, --input-size, --num-local and --precision.
+    Add --backbone, --checkpoint, --device, --input-size, --num-local, --precision and --threads.
 
     Args:
         parser: an ArgumentParser or an argument group.
@@ -55,18 +68,15 @@ def add_model_arguments(parser: Any, backbone_choices: Sequence[str] = BACKBONE_
     parser.add_argument('--precision', choices=PRECISION_CHOICES, default='fp32',
                         help='fp32 (default), or opt-in bf16/fp16 on CUDA: faster, and may '
                              'reorder nearly tied candidates (token selection stays fp32)')
+    # applied by each command's main() before torch runs anything (core.threads.apply_threads)
+    parser.add_argument('--threads', type=parse_threads, default=0, metavar='N', help=THREADS_HELP)
 
 
 def load_model_for_map(args: argparse.Namespace, map_model: Mapping[str, Any]) -> Any:
-    """
-    Load the place model a map was built with, from :func:`add_model_arguments`' flags.
+    """Load the model a map was built with from :func:`add_model_arguments`' flags."""
+    from r2former_ros.core.places import factory  # noqa: PLC0415 - torch loads slowly
 
-    The map fixes the model: flags left unset take what it was built with, conflicting ones
-    fail (``map_model`` is the manifest's ``model`` block or ``map_info``'s summary).
-    """
-    from r2former_ros.core.places.factory import load_place_model, map_model_settings  # noqa: PLC0415 - torch loads slowly
-
-    settings = map_model_settings(map_model, backbone=args.backbone, checkpoint=args.checkpoint,
-                                  input_hw=args.input_size, num_local=args.num_local)
-    return load_place_model(settings.backbone, settings.checkpoint, args.device,
-                            settings.input_hw, settings.num_local, precision=args.precision)
+    return factory.load_model_for_map(map_model, backbone=args.backbone,
+                                      checkpoint=args.checkpoint, input_hw=args.input_size,
+                                      num_local=args.num_local, device=args.device,
+                                      precision=args.precision)

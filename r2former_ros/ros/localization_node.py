@@ -57,6 +57,7 @@ from r2former_ros.core.localize.localizer import Localizer
 from r2former_ros.core.mapdb import MapDatabase
 from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.places.factory import load_place_model, map_model_settings
+from r2former_ros.core.threads import apply_threads
 from r2former_ros.ros import conversions
 from r2former_ros.ros.node_outputs import Outputs, diagnostics_array
 from r2former_ros.ros.node_state import Frame, Mailbox, Stats
@@ -85,6 +86,7 @@ def load_node_model(params: NodeParameters, database: MapDatabase) -> PlaceModel
     settings = map_model_settings(database.manifest['model'], backbone=params.backbone or None,
                                   checkpoint=params.checkpoint, input_hw=params.input_hw,
                                   num_local=params.num_local)
+    apply_threads(params.threads)  # before the model's first torch operation (core.threads)
     return load_place_model(settings.backbone, settings.checkpoint, params.device,
                             settings.input_hw, settings.num_local, precision=params.precision)
 

@@ -63,6 +63,10 @@ SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec('precision', 'precision', 'fp32',
                   "Model precision: 'fp32', or opt-in 'bf16'/'fp16' on CUDA (faster; may reorder "
                   'nearly tied candidates).', True),
+    ParameterSpec('threads', 'threads', 0,
+                  'CPU threads for the model; 0: $OMP_NUM_THREADS if set, else half the cores '
+                  '(at least 1), which stays fast when other processes share the CPU.', True,
+                  integer_range=(0, 1024)),
     ParameterSpec('input_size', 'input_size', '',
                   "Model input 'HxW' (e.g. '480x640'); empty: what the map was built with.",
                   True),
@@ -128,6 +132,7 @@ class NodeParameters:
     backbone: str = ''  # empty: the map's own backbone
     device: str = 'auto'
     precision: str = 'fp32'
+    threads: int = 0  # 0: core.threads' default rule
     input_size: str = ''
     num_local: int = 0
     image_transport: str = 'raw'
@@ -168,6 +173,8 @@ class NodeParameters:
         if self.image_transport not in TRANSPORTS:
             raise ConfigError(f"image_transport '{self.image_transport}' is not one of "
                               f"{', '.join(TRANSPORTS)}")
+        if self.threads < 0:
+            raise ConfigError(f'threads={self.threads} must be >= 0 (0 = default)')
         if self.num_local < 0:
             raise ConfigError(f'num_local={self.num_local} must be >= 0 (0 = default)')
         if not self.map_frame_id:
