@@ -75,16 +75,15 @@ def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return cleaned
 
 
-def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """Tell a full R2Former state dict from a global-only bare DeiT one."""
+def detect_layout(state_dict: Mapping[str, torch.Tensor], source: str = 'state dict') -> str:
+    """Tell a full R2Former state dict from a global-only bare DeiT one (`source` names it)."""
     if any(key.startswith(('backbone.', 'local_head.', 'Reranker.')) for key in state_dict):
         return LAYOUT_FULL
     if 'cls_token' in state_dict and 'dist_token' in state_dict:
         return LAYOUT_GLOBAL_ONLY
-    raise CheckpointError('unrecognised checkpoint layout: expected R2Former keys (backbone.*, '
-                          'local_head.*, Reranker.*) or bare DeiT keys (cls_token, dist_token, '
-                          '...); '
-                          f'first keys: {sorted(state_dict)[:5]}')
+    raise CheckpointError(f'{source}: unrecognised checkpoint layout: expected R2Former keys '
+                          '(backbone.*, local_head.*, Reranker.*) or bare DeiT keys (cls_token, '
+                          f'dist_token, ...); first keys: {sorted(state_dict)[:5]}')
 
 
 def config_for_state_dict(state_dict: Mapping[str, torch.Tensor],
@@ -142,7 +141,7 @@ def model_from_state_dict(state_dict: Mapping[str, torch.Tensor],
                           source: str = 'state dict') -> tuple[R2Former, str]:
     """Build an R2Former, load `state_dict` (any accepted layout) strictly; return it + layout."""
     cleaned = clean_state_dict(state_dict)
-    layout = detect_layout(cleaned)
+    layout = detect_layout(cleaned, source)
     if layout == LAYOUT_GLOBAL_ONLY:
         cleaned = {f'backbone.{key}': value for key, value in cleaned.items()}
     model_config = config_for_state_dict(cleaned, config or R2FormerConfig())

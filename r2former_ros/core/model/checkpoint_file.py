@@ -126,9 +126,13 @@ def _unsafe_globals(path: Path, err: Exception) -> str:
     return ', '.join(names[:5]) if names else 'an object that is not a tensor'
 
 
-def read_checkpoint(path: str | Path) -> Any:
+def read_checkpoint(path: str | Path, hint: str = FETCH_HINT) -> Any:
     """
     Read a checkpoint file without ever executing code from it.
+
+    Args:
+        path: the file.
+        hint: what to do about a bad file, ending each message (default: R2Former's weights).
 
     Raises:
         CheckpointError: one line naming the file and the problem (missing, empty, an HTML page,
@@ -139,27 +143,26 @@ def read_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(f'checkpoint {path} does not exist or is not a file')
     problem = diagnose_file(path)
     if problem:
-        raise CheckpointError(f'checkpoint {path} {problem}; {FETCH_HINT}')
+        raise CheckpointError(f'checkpoint {path} {problem}; {hint}')
     try:
         with _numpy_globals_allowed():
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
         if 'truncated' in str(err):
             raise CheckpointError(f'checkpoint {path} is truncated (its pickle ends early); '
-                                  f'{FETCH_HINT}') from err
+                                  f'{hint}') from err
         raise CheckpointError(
             f'refusing to load {path}: unpickling it would call {_unsafe_globals(path, err)}, '
-            'code that a weights file never needs; nothing from it was run. Use the checkpoint '
-            f'the authors published: {FETCH_HINT}') from None
+            f'code that a weights file never needs; nothing from it was run; {hint}') from None
     except EOFError as err:
         raise CheckpointError(f'checkpoint {path} is truncated (it ends early); '
-                              f'{FETCH_HINT}') from err
+                              f'{hint}') from err
     except (RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError,
             AttributeError) as err:
         # torch's messages run to several lines of advice; keep the first only
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         if 'unexpected EOF' in reason:
             raise CheckpointError(f'checkpoint {path} is truncated ({reason}); '
-                                  f'{FETCH_HINT}') from err
+                                  f'{hint}') from err
         raise CheckpointError(f'checkpoint {path} is not a readable torch checkpoint ({reason}); '
-                              f'{FETCH_HINT}') from err
+                              f'{hint}') from err

