@@ -11,7 +11,9 @@ import argparse
 import json
 from typing import Any
 
+from r2former_ros.core.errors import MapError
 from r2former_ros.core.mapdb import map_info, verify_map
+from r2former_ros.core.mapdb.verify import size_problems
 
 
 def register(subparsers: Any) -> None:
@@ -76,6 +78,18 @@ def _index_line(info: dict[str, Any]) -> str:
             f'{tuning["exact_ms_per_query"]:.2f} ms)')
 
 
+# Decimals shown per origin field: 1e-7 degrees is about 1 cm, altitude to the centimetre; the
+# stored value is a float64 ENU round trip (30.000000000931323), whose last digits mean nothing.
+ORIGIN_DECIMALS = {'lat': 7, 'lon': 7, 'alt': 2}
+
+
+def _origin_text(origin: dict[str, Any]) -> str:
+    """'lat 48.1234567, lon 11.1234567, alt 30.00', or 'none'."""
+    parts = [f'{key} {float(origin[key]):.{decimals}f}'
+             for key, decimals in ORIGIN_DECIMALS.items() if origin.get(key) is not None]
+    return ', '.join(parts) or 'none'
+
+
 def format_info(info: dict[str, Any]) -> str:
     """Human-readable form of :func:`map_info`."""
     origin = info.get('origin') or {}
@@ -90,8 +104,7 @@ def format_info(info: dict[str, Any]) -> str:
         ('checkpoint', f"{info['checkpoint']} (sha256 {info['checkpoint_sha256']})"),
         ('local format', info['local_format']),
         ('index', _index_line(info)),
-        ('origin', ', '.join(f'{key} {origin[key]}' for key in ('lat', 'lon', 'alt')
-                             if key in origin) or 'none'),
+        ('origin', _origin_text(origin)),
         ('thumbnails', 'yes' if info['has_thumbnails'] else 'no'),
         ('calibrated', _calibration_line(info)),
     ]
@@ -103,7 +116,12 @@ def format_info(info: dict[str, Any]) -> str:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    """Print the summary of a map."""
+    """Print the summary of a map; a missing or truncated file is an error (exit 2)."""
+    problems = size_problems(args.map_dir)
+    if problems:
+        more = f' (and {len(problems) - 1} more problem(s))' if len(problems) > 1 else ''
+        raise MapError(f'{problems[0]}{more}; `r2former map verify {args.map_dir}` lists '
+                       'every problem')
     info = map_info(args.map_dir)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0

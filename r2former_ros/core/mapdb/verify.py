@@ -36,6 +36,24 @@ def verify_map(path: str | Path) -> list[str]:
     return problems
 
 
+def size_problems(path: str | Path) -> list[str]:
+    """
+    Check what can be checked without reading the data: the manifest, every file there, sizes.
+
+    The cheap part of :func:`verify_map` (no checksums, no arrays loaded): a map truncated by a
+    full disk or an interrupted copy shows here.
+
+    Returns:
+        Problems found, one message per problem naming the file; empty when none.
+    """
+    root = Path(path)
+    try:
+        manifest = read_manifest(root)
+    except MapError as exc:
+        return [str(exc)]
+    return check_files(root, manifest, checksums=False)
+
+
 def map_info(path: str | Path) -> dict[str, Any]:
     """
     Summarise a map from its manifest (no data files are read).
