@@ -1,9 +1,9 @@
-"""Progress bars appear on a terminal only: logs and pipes get no redrawn bar lines."""
+"""Progress: a bar on a terminal only; logs and pipes get a plain line every period instead."""
 
 import io
 import sys
 
-from r2former_ros.core.progress import terminal_bar
+from r2former_ros.core.progress import LineProgress, terminal_bar
 
 
 class FakeTerminal(io.StringIO):
@@ -25,3 +25,44 @@ def test_bar_draws_on_a_terminal_unless_disabled(monkeypatch):
     assert terminal.getvalue() == ''
     assert list(terminal_bar(True, iterable=range(3), desc='loud')) == [0, 1, 2]
     assert 'loud' in terminal.getvalue()
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_off_a_terminal_a_long_step_prints_a_line_per_period(monkeypatch):
+    piped = io.StringIO()
+    monkeypatch.setattr(sys, 'stderr', piped)
+    clock = FakeClock()
+    with terminal_bar(True, total=100, unit='img', desc='extracting') as bar:
+        bar.clock, bar.started, bar._last_line = clock, clock.now, clock.now
+        for _ in range(10):
+            clock.now += 10.0  # 10 s per 10 images: 1 image/s
+            bar.update(10)
+    lines = piped.getvalue().splitlines()
+    # a line after 30, 60 and 90 s, and the final count
+    assert lines == ['extracting: 30/100 img (30%), 1.0 img/s, about 70 s left',
+                     'extracting: 60/100 img (60%), 1.0 img/s, about 40 s left',
+                     'extracting: 90/100 img (90%), 1.0 img/s, about 10 s left',
+                     'extracting: 100/100 img (100%), 1.0 img/s, done in 100 s']
+    assert '\r' not in piped.getvalue()
+
+
+def test_line_progress_iterates_and_names_long_durations():
+    out = io.StringIO()
+    clock = FakeClock()
+    progress = LineProgress(iterable=range(4), desc='calibrating', unit='query', file=out,
+                            period_s=60.0, clock=clock)
+    seen = []
+    for item in progress:
+        seen.append(item)
+        clock.now += 3600.0  # an hour per query
+    assert seen == [0, 1, 2, 3]
+    assert out.getvalue().splitlines()[0] == \
+        'calibrating: 1/4 query (25%), 0.0 query/s, about 3.0 h left'
+    assert out.getvalue().splitlines()[-1].endswith('done in 4.0 h')
