@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help='skip fitting the confidence calibration after building')
     out.add_argument('--calibration-queries', type=int, default=2000, metavar='N',
                      help='map images used as queries by that calibration, evenly spread '
-                          '(default 2000); each reranks the top candidates, about 3.6 s with '
+                          '(default 2000); each reranks the top candidates, about 4.8 s with '
                           'the official model on a 2-core CPU, so use a few hundred there')
     dist = parser.add_argument_group('distributed (optional extra r2former_ros[ray])')
     dist.add_argument('--ray', nargs='?', const='local', metavar='ADDRESS',
