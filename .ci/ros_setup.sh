@@ -191,11 +191,15 @@ log "$(wc -l <"$LISTING") installed files under $PREFIX (list: $LISTING)"
 SITE=$PREFIX/$SITE_REL
 cat >"$ENV_FILE" <<EOF
 # Written by .ci/ros_setup.sh: what the ROS tests need to use the cmake install in $PREFIX.
-# The test process keeps importing r2former_ros from the source tree; test/ros/conftest.py adds
-# \$R2FORMER_ROS_SITE/r2former_ros to its package path for the generated msg/, and node
-# subprocesses get PYTHONPATH=\$R2FORMER_ROS_SITE first (what \`ros2 run\` would use).
+# Like a colcon workspace's install/setup.sh it puts the install's site-packages first on
+# PYTHONPATH, so \`ros2 launch\` / \`ros2 run\` start a node that finds the generated messages
+# (r2former_ros.msg/.srv exist only there). That copy is the source as of the last
+# .ci/ros_setup.sh run (.ci/setup.sh reruns it). \`python -m pytest\` from the repository root
+# still imports the source tree (the current directory comes before PYTHONPATH);
+# test/ros/conftest.py adds \$R2FORMER_ROS_SITE/r2former_ros to its package path for msg/.
 export R2FORMER_ROS_PREFIX='$PREFIX'
 export R2FORMER_ROS_SITE='$SITE'
+export PYTHONPATH='$SITE'\${PYTHONPATH:+:\$PYTHONPATH}
 export R2FORMER_ROS_REQUIRE=1
 export LD_LIBRARY_PATH='$PREFIX/lib'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
 export AMENT_PREFIX_PATH='$PREFIX:$VENV_PREFIX'\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}
