@@ -37,18 +37,18 @@ from typing import Any
 
 import numpy as np
 
-from r2former_ros.cli.demo import (
+from r2former_ros.core.calibration.fitting import expected_calibration_error
+from r2former_ros.core.io.traverse_bag import (
     GPS_TOPIC,
     IMAGE_TOPIC,
     QUERY_OFFSET_M,
     SPACING_M,
-    demo_data_dir,
+    bundled_corridor,
     write_traverse_bag,
 )
-from r2former_ros.core.localize.fitting import expected_calibration_error
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = demo_data_dir()
+DATA = bundled_corridor()
 VENV = ROOT / '.venv' / 'bin'
 THRESHOLD_M = 25.0
 

@@ -21,9 +21,12 @@ import time
 import numpy as np
 import torch
 
+from r2former_ros.core.calibration.self_calibration import (
+    SELF_CALIBRATION_MAX_QUERIES,
+    calibrate_map,
+)
 from r2former_ros.core.features import ImageFeatures, patch_centre_xy
 from r2former_ros.core.geo.coords import place_position
-from r2former_ros.core.localize.calibration import SELF_CALIBRATION_MAX_QUERIES, calibrate_map
 from r2former_ros.core.mapdb import MapWriter, PlaceRecord
 from r2former_ros.core.model.config import R2FormerConfig
 from r2former_ros.core.places.r2former import R2FormerPlaceModel, seeded_r2former

@@ -63,3 +63,31 @@ def make_route(num_places: int = 25, stride_px: int = 40, query_offset_px: int =
     return RouteWorld(maps, queries, map_east.astype(float), query_east.astype(float),
                       latlon_along(map_east.astype(float)), latlon_along(query_east.astype(float)),
                       truth)
+
+
+DRIVE_IMAGE_TOPIC = '/camera/image_raw'
+DRIVE_GPS_TOPIC = '/gps/fix'
+DRIVE_START_NS = 1_700_000_000 * 10**9
+
+
+def write_drive_bag(path: Path, world: RouteWorld, far_away: int = 0) -> Path:
+    """
+    The world's queries as a drive bag (one image per second, GPS at each query's position).
+
+    ``far_away`` more frames follow, reusing the first query images, with GPS 10 km beyond the
+    route's end: a drive that leaves the map (no map place within any threshold).
+    """
+    from bag_factory import IMAGE, NAVSAT, BagMessage, image_msg, navsat_msg, write_rosbag2
+
+    images = list(world.query_images) + [world.query_images[k] for k in range(far_away)]
+    east = list(world.query_east) + [10_000.0 + 10.0 * k for k in range(far_away)]
+    latlon = latlon_along(np.asarray(east, dtype=float))
+    messages = []
+    for i, (rgb, (lat, lon, alt)) in enumerate(zip(images, latlon, strict=True)):
+        stamp = DRIVE_START_NS + i * 10**9
+        messages.append(BagMessage(DRIVE_IMAGE_TOPIC, IMAGE, stamp, image_msg(rgb, stamp)))
+        for fix_stamp in (stamp - 250_000_000, stamp + 250_000_000):
+            messages.append(BagMessage(DRIVE_GPS_TOPIC, NAVSAT, fix_stamp,
+                                       navsat_msg(fix_stamp, lat, lon, alt)))
+    messages.sort(key=lambda m: m.receive_ns)
+    return write_rosbag2(path, messages, storage='mcap')

@@ -210,7 +210,7 @@ def test_append_through_the_cli(tmp_path, capsys):
 
 
 def test_calibration_queries_reach_the_self_calibration(tmp_path, capsys):
-    from r2former_ros.core.localize.calibration import SELF_CALIBRATION_MAX_QUERIES
+    from r2former_ros.core.calibration.self_calibration import SELF_CALIBRATION_MAX_QUERIES
     from r2former_ros.core.mapping.options import BuildOptions
 
     # The build options keep their own copy of the default (importing it would load torch).

@@ -6,18 +6,11 @@ from pathlib import Path
 from bag_factory import START_NS, BagMessage, image_msg, navsat_msg, write_rosbag2
 import pytest
 
-from r2former_ros.cli.filter_args import DEFAULT_MAX_SPEED_MPS
 from r2former_ros.cli.main import main
-from r2former_ros.core.localize.sequence_filter import DEFAULT_MAX_SPEED_MPS as CORE_DEFAULT
 from r2former_ros.core.mapdb import MapDatabase, map_info
 
 IMAGE_TOPIC = '/camera/image_raw'
 GPS_TOPIC = '/gps/fix'
-
-
-def test_cli_default_speed_is_the_core_default():
-    assert DEFAULT_MAX_SPEED_MPS == CORE_DEFAULT
-
 
 @pytest.fixture(scope='module')
 def route(tmp_path_factory):
@@ -70,6 +63,9 @@ def test_calibrate_then_eval(route, tmp_path, capsys):
     summary = json.loads(result.read_text())
     assert summary['calibrated'] and summary['filter'] == 'hmm'
     assert summary['recall_filtered'] is not None and 'matched_precision' in summary
+    # The drive that calibrated the map: its figures are in-sample, and eval says so.
+    assert 'in-sample' in summary['in_sample_warning']
+    assert 'in-sample' in capsys.readouterr().err
     # Another threshold: the stored calibration does not apply; eval says so.
     other = tmp_path / 'eval_other.json'
     assert main(['eval', '--map', str(map_path), '--bag', str(drive), '--image-topic',

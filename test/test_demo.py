@@ -24,8 +24,9 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch, capsys, caplog):
     assert 'weights are random: numbers mean nothing' in text
     assert '--checkpoint CVPR23_DeitS_Rerank.pth' in text
     # One table: recall rows, confidence quality, latency per stage.
-    for row in ('global retrieval only', '+ reranking (single frame)', 'ECE',
-                'published as match', 'latency per frame (ms)', 'extract', 'total'):
+    for row in ('global retrieval only', '+ reranking (single frame)',
+                '+ sequence filter (published)', 'ECE', 'published as match',
+                'latency per frame (ms)', 'extract', 'filter', 'total'):
         assert row in text, row
     # The query traverse is localized once (stage 3), then measured (stage 4).
     assert text.count('[3/4] localizing') == 1 and '[4/4] measuring' in text
@@ -37,7 +38,7 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch, capsys, caplog):
     assert set(result['recall_reranked']) == {'1', '5', '10', '20'}
     # Exact hits are the query traverse's 1 m side offset away (the map's ENU origin is the
     # first GPS fix, half a frame before frame 0; distances must not carry that 5 m).
-    hits = [d for d in result['per_query']['distance_m'] if d < 5.0]
+    hits = [d for d in result['track']['distance_m'] if d is not None and d < 5.0]
     assert all(abs(d - 1.0) < 0.05 for d in hits)
     page = (out / 'report.html').read_text()
     # Self-contained: every image is embedded, none is linked.
@@ -70,3 +71,13 @@ def test_pictures_show_wrong_answers_and_spread_the_rest():
     picks = pick_pictures(right, count=4, wrong=2)
     assert {1, 4} <= set(picks) and len(picks) == 4 and picks == sorted(picks)
     assert len(pick_pictures(np.ones(3, dtype=bool), count=6)) <= 3
+
+
+def test_a_failed_demo_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    bad = tmp_path / 'bad.pth'
+    bad.write_bytes(b'<html>not a checkpoint</html>')
+    out = tmp_path / 'demo'
+    assert main(['demo', '--out', str(out), '--max-images', '4', '--backbone', 'r2former',
+                 '--checkpoint', str(bad), '--device', 'cpu']) == 2
+    assert not out.exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -64,10 +64,15 @@ def test_eval_vg_dataset_writes_json_and_plots(tmp_path, capsys, caplog):
 
 
 def test_eval_query_bag_against_map(tmp_path, capsys):
-    from r2former_ros.cli.demo import GPS_TOPIC, IMAGE_TOPIC, demo_data_dir, write_traverse_bag
+    from r2former_ros.core.io.traverse_bag import (
+        GPS_TOPIC,
+        IMAGE_TOPIC,
+        bundled_corridor,
+        write_traverse_bag,
+    )
     from r2former_ros.core.mapping import BuildOptions, build_map
 
-    data = demo_data_dir()
+    data = bundled_corridor()
     refs, queries = sorted((data / 'ref').glob('*.jpg'))[:6], \
         sorted((data / 'query').glob('*.jpg'))[:6]
     map_bag = write_traverse_bag(tmp_path / 'map_bag', refs)
@@ -132,6 +137,8 @@ def test_table_names_the_ground_truth(layout, expected, absent):
                'layout': layout, 'recall_global': recall, 'recall_reranked': recall,
                'reranked': True, 'latency_ms': {}, 'ece': 0.1, 'ece_uncalibrated': 0.2,
                'confidence': {'calibration': 'none', 'average_precision': None,
-                              'threshold': 0.5, 'accepted_fraction': 0.5}}
+                              'threshold': 0.5},
+               'single_frame': {'ece_uncalibrated': 0.2}, 'matched_fraction': 0.5,
+               'matched_precision': None, 'outside_map': {'num_queries': 0}}
     second = format_table(summary).splitlines()[1]
     assert expected in second and absent not in second

@@ -63,8 +63,9 @@ def _read_back(bag: Path) -> dict[str, list[tuple[int, Any]]]:
 
 
 def test_replay_writes_result_bag_and_csv(route: tuple[Path, Any, Any], tmp_path: Path) -> None:
-    from r2former_ros.cli.localize_bag import replay_bag
-    from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
+    from r2former_ros.core.evaluation.replay import replay_bag
+    from r2former_ros.core.localize.localizer import Localizer
+    from r2former_ros.core.localize.settings import LocalizerConfig
     from r2former_ros.core.mapdb import MapDatabase
 
     map_path, world, model = route
@@ -169,14 +170,14 @@ def test_result_messages_roundtrip_and_covariance() -> None:
 @pytest.fixture(scope='module')
 def dinov2_map(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny DINOv2 map of 3 corridor images and a query bag (skips without cached weights)."""
-    from r2former_ros.cli.demo import GPS_TOPIC, demo_data_dir, write_traverse_bag
+    from r2former_ros.core.io.traverse_bag import GPS_TOPIC, bundled_corridor, write_traverse_bag
     from r2former_ros.core.mapping import BuildOptions, build_map
     from r2former_ros.core.places.dinov2 import dinov2_available
 
     if not dinov2_available():
         pytest.skip('DINOv2 fallback weights are not cached (r2former weights fetch dinov2-s14)')
     root = tmp_path_factory.mktemp('dino')
-    data = demo_data_dir()
+    data = bundled_corridor()
     refs = sorted((data / 'ref').glob('*.jpg'))[:3]
     queries = sorted((data / 'query').glob('*.jpg'))[:3]
     map_bag = write_traverse_bag(root / 'map_bag', refs)

@@ -16,6 +16,7 @@ from map_factory import write_route_map
 from model_factory import small_place_model
 import numpy as np
 import pytest
+from route_world import DRIVE_GPS_TOPIC, DRIVE_IMAGE_TOPIC, write_drive_bag
 import torch
 
 from r2former_ros.core.device import apply_precision
@@ -49,9 +50,15 @@ STRICT = {'matmul_tf32': False, 'cudnn_tf32': False, 'matmul_precision': 'highes
 
 @pytest.fixture(scope='module')
 def route_map(tmp_path_factory):
-    path, _ = write_route_map(tmp_path_factory.mktemp('precision') / 'map', small_place_model(),
-                              num_places=3)
+    root = tmp_path_factory.mktemp('precision')
+    path, world = write_route_map(root / 'map', small_place_model(), num_places=3)
+    # The commands check their bag's topics before loading a model: give them a real drive.
+    write_drive_bag(root / 'drive', world)
     return path
+
+
+def _drive(route_map: Path) -> str:
+    return str(route_map.parent / 'drive')
 
 
 @pytest.fixture
@@ -82,15 +89,17 @@ def _build_map(precision, route_map, tmp_path):
 def _eval(precision, route_map, tmp_path):
     from r2former_ros.cli.main import main
 
-    main(['eval', '--map', str(route_map), '--bag', str(route_map), '--image-topic', '/c',
-          '--gps-topic', '/g', '--device', 'cpu', '--precision', precision])
+    main(['eval', '--map', str(route_map), '--bag', _drive(route_map), '--image-topic',
+          DRIVE_IMAGE_TOPIC, '--gps-topic', DRIVE_GPS_TOPIC, '--device', 'cpu',
+          '--precision', precision])
 
 
 def _localize_bag(precision, route_map, tmp_path):
     from r2former_ros.cli.main import main
 
-    main(['localize-bag', '--map', str(route_map), '--bag', str(route_map), '--image-topic',
-          '/c', '--out', str(tmp_path / 'out'), '--device', 'cpu', '--precision', precision])
+    main(['localize-bag', '--map', str(route_map), '--bag', _drive(route_map), '--image-topic',
+          DRIVE_IMAGE_TOPIC, '--out', str(tmp_path / 'out'), '--device', 'cpu',
+          '--precision', precision])
 
 
 def _demo(precision, route_map, tmp_path):
@@ -109,13 +118,7 @@ def _node(precision, route_map, tmp_path):
     from r2former_ros.ros.parameters import NodeParameters
 
     params = NodeParameters(map=str(route_map), device='cpu', precision=precision).validate()
-    # the node module imported the factory's function by name: stop it there too
-    real = localization_node.load_place_model
-    try:
-        localization_node.load_place_model = factory.load_place_model
-        localization_node.load_node_model(params, MapDatabase.open(route_map))
-    finally:
-        localization_node.load_place_model = real
+    localization_node.load_node_model(params, MapDatabase.open(route_map))
 
 
 ENTRY_POINTS = {'build_map': _build_map, 'eval': _eval, 'localize-bag': _localize_bag,

@@ -2,7 +2,7 @@
 `r2former calibrate`: fit a map's confidence on a second drive of the route (with GPS).
 
     r2former calibrate MAP_DIR --bag BAG --image-topic T --gps-topic T [--threshold-m M]
-        [--filter hmm|none] [--rerank-top N] [--max-speed V] [--json OUT]
+        [--filter hmm|none] [--rerank-top-n N] [--max-speed V] [--json OUT]
 
 Record the route once more (another day, another lane), then run this: the drive's GPS labels
 each frame, and the single-frame confidence (and with ``--filter hmm``, the default, the
@@ -21,7 +21,11 @@ from pathlib import Path
 import sys
 from typing import Any
 
-from r2former_ros.cli.filter_args import add_filter_arguments, check_filter_arguments
+from r2former_ros.cli.localizer_args import (
+    add_localizer_arguments,
+    localizer_config,
+    note_global_only,
+)
 from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments, load_model_for_map
 from r2former_ros.core.errors import ConfigError
 
@@ -38,12 +42,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument('--image-topic', required=True, help='image topic of the drive')
     parser.add_argument('--gps-topic', required=True,
                         help='NavSatFix topic of the drive (labels only; never a filter input)')
-    parser.add_argument('--threshold-m', type=float, default=25.0,
-                        help='a place within this distance is right (default: %(default)s)')
-    parser.add_argument('--rerank-top', type=int, default=100, metavar='N',
-                        help='candidates reranked, as the node will run; 0 = global only '
-                             '(default: %(default)s)')
-    add_filter_arguments(parser, default='hmm')
+    # The settings the node will run: the calibration holds for these only.
+    add_localizer_arguments(parser, filter_default='hmm')
     parser.add_argument('--every', type=int, default=1, help='use every N-th image')
     parser.add_argument('--dry-run', action='store_true',
                         help='fit and report, but do not write the manifest')
@@ -53,13 +53,9 @@ def register(subparsers: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.threshold_m <= 0:
-        raise ConfigError(f'--threshold-m {args.threshold_m} must be > 0')
-    if args.rerank_top < 0:
-        raise ConfigError(f'--rerank-top {args.rerank_top} must be >= 0')
     if args.every < 1:
         raise ConfigError(f'--every {args.every} must be >= 1')
-    check_filter_arguments(args)
+    localizer_config(args)
     if not (args.map_dir / 'manifest.json').is_file():
         raise ConfigError(f'{args.map_dir} is not a map directory (no manifest.json)')
     for bag in args.bag:
@@ -97,19 +93,13 @@ def format_report(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Fit, report, store."""
     _check(args)
-    from r2former_ros.core.localize.drive_calibration import calibrate_on_drive  # noqa: PLC0415
-    from r2former_ros.core.localize.localizer import LocalizerConfig  # noqa: PLC0415
+    from r2former_ros.core.calibration.drive import calibrate_on_drive  # noqa: PLC0415
     from r2former_ros.core.mapdb import map_info  # noqa: PLC0415
 
     # Only the manifest: calibrate_on_drive opens the map itself.
     model = load_model_for_map(args, map_info(args.map_dir))
-    rerank = args.rerank_top if model.has_reranker else 0
-    if args.rerank_top and not model.has_reranker:
-        print('note: this model has no reranker; calibrating the global ranking',
-              file=sys.stderr)
-    config = LocalizerConfig(retrieval_top_k=max(100, rerank), rerank_top_n=rerank,
-                             threshold_m=args.threshold_m, filter=args.filter,
-                             max_speed_mps=args.max_speed)
+    note_global_only(args, model.has_reranker)
+    config = localizer_config(args, model.has_reranker)
 
     def progress(line: str) -> None:
         print(f'  {line}', file=sys.stderr, flush=True)

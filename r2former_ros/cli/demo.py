@@ -18,10 +18,8 @@ when its weights are cached; else seeded random R2Former weights, whose numbers 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-import importlib.resources
 import json
 import logging
 from pathlib import Path
@@ -32,25 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from r2former_ros.cli.localizer_args import add_localizer_arguments
 from r2former_ros.cli.model_args import add_model_arguments
 from r2former_ros.core.errors import ConfigError
 
-IMAGE_TOPIC = '/camera/image_raw'
-GPS_TOPIC = '/gps/fix'
-ORIGIN = (-27.4775, 153.0280, 30.0)  # a synthetic track starts here (lat, lon, alt)
-SPACING_M = 10.0  # metres per frame along the corridor (see data/demo/README.md)
-QUERY_OFFSET_M = 1.0  # the query traverse runs this far to the side
-START_NS = 1_700_000_000 * 10**9
-FRAME_NS = 10**9  # one image per second
-FIX_OFFSET_NS = FRAME_NS // 4  # fixes a quarter second before and after each image
 RANDOM_INPUT_HW = (224, 320)  # random weights: a reduced input keeps the demo fast on a CPU
 RANDOM_NUM_LOCAL = 128
 PICTURE_LINES = 20  # token pairs drawn per match picture
-
-
-def demo_data_dir() -> Path:
-    """Return the bundled corridor images directory (installed with the package)."""
-    return Path(str(importlib.resources.files('r2former_ros') / 'data' / 'demo' / 'corridor'))
 
 
 def register(subparsers: Any) -> None:
@@ -69,8 +55,9 @@ def register(subparsers: Any) -> None:
                              'is not cached (use random R2Former weights instead)')
     parser.add_argument('--max-images', type=int, help='use only the first N images of each '
                         'traverse (default: all 60)')
-    parser.add_argument('--rerank-top', type=int, default=100, metavar='N',
-                        help='candidates reranked (default: %(default)s)')
+    # The node's settings; the demo runs the sequence filter by default, so its table shows
+    # the single frame and the filter from one pass.
+    add_localizer_arguments(parser, filter_default='hmm')
     parser.set_defaults(func=run)
 
 
@@ -143,72 +130,6 @@ def _dinov2_cached() -> bool:
 # -------------------------------------------------------------------------------- the bags
 
 
-def track_position(index: float, lateral_m: float = 0.0) -> tuple[float, float, float]:
-    """WGS84 of frame ``index`` (fractional allowed) on the synthetic track."""
-    from r2former_ros.core.geo.coords import enu_to_wgs84  # noqa: PLC0415
-
-    lat, lon, alt = enu_to_wgs84(index * SPACING_M, lateral_m, 0.0, *ORIGIN)
-    return float(lat), float(lon), float(alt)
-
-
-def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0.0,
-                       along: Sequence[float] | None = None) -> Path:
-    """
-    Write a rosbag2 (sqlite3) with the images as sensor_msgs/Image and NavSatFix fixes.
-
-    Image i is stamped START + i s and lies ``along[i] * SPACING_M`` metres along the track
-    (default ``along[i] = i``). Two fixes bracket each image, a quarter second before and after,
-    at the image's own position: interpolation gives each image exactly its position, and a jump
-    in ``along`` (a kidnapped drive) is a jump in the GPS too, never interpolated across.
-    """
-    from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: PLC0415
-    from rosbags.typesys import Stores, get_typestore  # noqa: PLC0415
-
-    from r2former_ros.core.io.images import read_image_file, rgb_to_raw_image  # noqa: PLC0415
-
-    positions = list(range(len(image_files))) if along is None else list(along)
-    if len(positions) != len(image_files):
-        raise ValueError(f'{len(positions)} track positions for {len(image_files)} images')
-    ts = get_typestore(Stores.ROS2_JAZZY)
-    types = ts.types
-
-    def header(stamp_ns: int, frame: str) -> Any:
-        stamp = types['builtin_interfaces/msg/Time'](sec=stamp_ns // 10**9,
-                                                     nanosec=stamp_ns % 10**9)
-        return types['std_msgs/msg/Header'](stamp=stamp, frame_id=frame)
-
-    messages = []
-    for i, (file, position) in enumerate(zip(image_files, positions, strict=True)):
-        raw = rgb_to_raw_image(read_image_file(file), 'rgb8')
-        stamp = START_NS + i * FRAME_NS
-        msg = types['sensor_msgs/msg/Image'](
-            header=header(stamp, 'camera'), height=raw.height, width=raw.width,
-            encoding=raw.encoding, is_bigendian=raw.is_bigendian, step=raw.step,
-            data=np.frombuffer(raw.data, dtype=np.uint8).copy())
-        messages.append((stamp, IMAGE_TOPIC, 'sensor_msgs/msg/Image', msg))
-        lat, lon, alt = track_position(position, lateral_m)
-        for fix_stamp in (stamp - FIX_OFFSET_NS, stamp + FIX_OFFSET_NS):
-            fix = types['sensor_msgs/msg/NavSatFix'](
-                header=header(fix_stamp, 'gps'),
-                status=types['sensor_msgs/msg/NavSatStatus'](status=0, service=1),
-                latitude=lat, longitude=lon, altitude=alt,
-                position_covariance=np.diag([1.0, 1.0, 4.0]).reshape(-1),
-                position_covariance_type=2)
-            messages.append((fix_stamp, GPS_TOPIC, 'sensor_msgs/msg/NavSatFix', fix))
-    messages.sort(key=lambda m: m[0])
-    if path.exists():
-        shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3)
-    with writer:
-        connections = {topic: writer.add_connection(topic, msgtype, typestore=ts)
-                       for topic, msgtype in ((IMAGE_TOPIC, 'sensor_msgs/msg/Image'),
-                                              (GPS_TOPIC, 'sensor_msgs/msg/NavSatFix'))}
-        for stamp, topic, msgtype, msg in messages:
-            writer.write(connections[topic], stamp, ts.serialize_cdr(msg, msgtype))
-    return path
-
-
 # ------------------------------------------------------------------------------------ run
 
 
@@ -246,8 +167,23 @@ def _bar(total: int, what: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Generate the bags, build the map, localize once, measure, draw; say where it all went."""
     _check_out(args.out)  # before the heavy imports: a wrong --out fails at once
-    with _quiet(*CHATTY_LOGGERS, level=logging.WARNING):
-        return _run(args)
+    from r2former_ros.cli.localizer_args import localizer_config  # noqa: PLC0415
+
+    localizer_config(args)  # every localizer flag checked before the model loads
+    existed = args.out.exists()
+    before = set(args.out.iterdir()) if existed else set()
+    try:
+        with _quiet(*CHATTY_LOGGERS, level=logging.WARNING):
+            return _run(args)
+    except BaseException:
+        # Leave nothing of this run behind (an error or Ctrl-C): a rerun starts clean.
+        if not existed:
+            shutil.rmtree(args.out, ignore_errors=True)
+        elif args.out.is_dir():
+            for created in set(args.out.iterdir()) - before:
+                shutil.rmtree(created, ignore_errors=True) if created.is_dir() \
+                    else created.unlink(missing_ok=True)
+        raise
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -255,9 +191,17 @@ def _run(args: argparse.Namespace) -> int:
     out: Path = args.out
     from r2former_ros.cli.demo_report import StageTimes, console_table  # noqa: PLC0415
     from r2former_ros.core import evaluation  # noqa: PLC0415
+    from r2former_ros.core.io.traverse_bag import (  # noqa: PLC0415
+        GPS_TOPIC,
+        IMAGE_TOPIC,
+        QUERY_OFFSET_M,
+        SPACING_M,
+        bundled_corridor,
+        write_traverse_bag,
+    )
     from r2former_ros.core.mapping import BuildOptions, build_map  # noqa: PLC0415
 
-    data = demo_data_dir()
+    data = bundled_corridor()
     refs = sorted((data / 'ref').glob('*.jpg'))
     queries = sorted((data / 'query').glob('*.jpg'))
     if not refs or not queries:
@@ -266,9 +210,9 @@ def _run(args: argparse.Namespace) -> int:
         if args.max_images < 2:
             raise ConfigError('--max-images must be >= 2')
         refs, queries = refs[:args.max_images], queries[:args.max_images]
-    out.mkdir(parents=True, exist_ok=True)
 
-    model, lines = choose_model(args)
+    model, lines = choose_model(args)  # a bad checkpoint fails here, before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     intro = lines or [evaluation.model_banner(model)]
     intro.append(f'data: {len(refs)} reference + {len(queries)} query images of the VPR-Bench '
                  f'corridor (bundled; synthetic GPS, {SPACING_M:g} m per frame, the query '
@@ -294,8 +238,8 @@ def _run(args: argparse.Namespace) -> int:
                                         progress=True, backbone=model.name, device=args.device),
                            model)
     stages.seconds['map'] = time.perf_counter() - step
-    print(f'      map {report.path}: {report.num_places} places, confidence '
-          f'{_calibration_words(report.path)} ({stages.seconds["map"]:.1f} s)', flush=True)
+    print(f'      map {report.path}: {report.num_places} places ({stages.seconds["map"]:.1f} s)'
+          f'\n      confidence {_calibration_words(report.path)}', flush=True)
 
     step = time.perf_counter()
     print(f"[3/4] localizing the {len(queries)} query frames (the node's code; writes the "
@@ -327,14 +271,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _calibration_words(map_path: Path) -> str:
+    """Say how the map's confidence was calibrated, and what its own figure measures."""
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
 
     block = MapDatabase.open(map_path).manifest.get('calibration') or {}
     info = block.get('info') or {}
     if block.get('weights') and not info.get('reason'):
         ece = info.get('ece_calibrated_cv', info.get('ece_calibrated'))
-        return 'calibrated on the map' + (f' (cross-validated ECE {ece:.3f})'
-                                          if isinstance(ece, (int, float)) else '')
+        measured = (f'; cross-validated ECE {ece:.3f} measured on those map images, not on a '
+                    'drive: the ECE on the query drive is in the table below'
+                    if isinstance(ece, (int, float)) else '')
+        return ("self-calibrated on the map's own images (single frame)" + measured
+                + '. A calibration drive does better: `r2former calibrate`')
     return f'not calibrated ({info.get("reason") or "no calibration stored"})'
 
 
@@ -343,22 +291,24 @@ def _localize_once(model: Any, map_path: Path, query_bag: Path, num_queries: int
     """
     Replay the query bag through the localizer once; keep what measuring and drawing need.
 
-    Returns the localizer, one LocalizedQuery per frame (truth from the query bag's GPS in the
-    map's ENU frame, whose origin is the map bag's first fix) and each frame's (rgb, locals).
+    The localizer runs the demo's settings (by default the sequence filter is on, so the result
+    bag holds what a node with ``filter: hmm`` publishes, and each result also carries its
+    single-frame ranking and confidence). Returns the localizer, one LocalizedFrame per frame
+    with the query bag's GPS as its truth (in the map's ENU frame, whose origin is the map
+    bag's first fix), and each frame's (rgb, locals) for the match pictures.
     """
-    from r2former_ros.cli.localize_bag import replay_bag  # noqa: PLC0415
-    from r2former_ros.core.evaluation.replay_metrics import LocalizedQuery  # noqa: PLC0415
-    from r2former_ros.core.geo.geotag import geotag_images  # noqa: PLC0415
-    from r2former_ros.core.io.bags import read_navsat  # noqa: PLC0415
-    from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig  # noqa: PLC0415
+    from r2former_ros.cli.localizer_args import localizer_config  # noqa: PLC0415
+    from r2former_ros.core.evaluation import LocalizedFrame  # noqa: PLC0415
+    from r2former_ros.core.evaluation.replay import gps_truth, replay_bag  # noqa: PLC0415
+    from r2former_ros.core.io.traverse_bag import GPS_TOPIC, IMAGE_TOPIC  # noqa: PLC0415
+    from r2former_ros.core.localize.localizer import Localizer  # noqa: PLC0415
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
 
     database = MapDatabase.open(map_path)
-    top = max(100, args.rerank_top)
-    # Every retrieved candidate stays in the result: the global-only ranking is measured too.
-    config = LocalizerConfig(retrieval_top_k=top, result_top_k=top,
-                             rerank_top_n=args.rerank_top if model.has_reranker else 0)
-    localizer = Localizer(model, database, config)
+    # The self-calibration holds for single frames only: the filtered confidence is then the raw
+    # posterior, which the table says; the localizer's warning about it would only repeat that.
+    with _quiet('r2former_ros.core.localize.localizer'):
+        localizer = Localizer(model, database, localizer_config(args, model.has_reranker))
     records: list[tuple[Any, Any, float]] = []
     keep: dict[int, Any] = {}
     with _bar(num_queries, 'localizing') as bar:
@@ -368,55 +318,37 @@ def _localize_once(model: Any, map_path: Path, query_bag: Path, num_queries: int
             bar.update(1)
 
         result_bag = out / 'result_bag'
-        if result_bag.exists():
-            shutil.rmtree(result_bag)
-        replay_bag(localizer, [query_bag], IMAGE_TOPIC, result_bag,
-                   csv_path=out / 'result_bag.csv', progress=False, on_result=collect)
-    fixes = read_navsat([query_bag], GPS_TOPIC)
-    stamps = np.array([record.stamp_ns for record, _, _ in records], dtype=np.int64)
-    tags = geotag_images(stamps, fixes, origin=database.origin)
-    east = dict(zip(tags.image_index.tolist(), tags.east.tolist(), strict=True))
-    north = dict(zip(tags.image_index.tolist(), tags.north.tolist(), strict=True))
-    localized = [LocalizedQuery(f'query frame {i}', record.stamp_ns, result, east[i], north[i],
-                                decode_ms)
-                 for i, (record, result, decode_ms) in enumerate(records) if i in east]
+        csv_path = out / 'result_bag.csv'
+        for old in (result_bag, csv_path):  # a rerun replaces the last run's outputs
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        replay_bag(localizer, [query_bag], IMAGE_TOPIC, result_bag, csv_path=csv_path,
+                   progress=False, on_result=collect)
+    truth = gps_truth([query_bag], GPS_TOPIC, [record.stamp_ns for record, _, _ in records],
+                      database.origin)
+    localized = [LocalizedFrame(f'query frame {i}', result, *truth[i], decode_ms=decode_ms)
+                 for i, (_, result, decode_ms) in enumerate(records) if i in truth]
     return localizer, localized, keep
 
 
 def _measure_and_report(localizer: Any, localized: list[Any], keep: dict[int, Any], out: Path,
                         intro: list[str], stages: Any, step: float
                         ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Metrics (with the sequence filter when it exists), plots, pictures and the HTML page."""
+    """Metrics (the engine of `r2former eval`), plots, pictures and the HTML page."""
     from r2former_ros.cli import demo_report  # noqa: PLC0415
     from r2former_ros.core import evaluation  # noqa: PLC0415
-    from r2former_ros.core.drawing.trajectory_plot import plot_trajectory  # noqa: PLC0415
-    from r2former_ros.core.evaluation import replay_metrics  # noqa: PLC0415
+    from r2former_ros.core.evaluation import plots as eval_plots  # noqa: PLC0415
 
-    filtered = _filter_track(localizer, localized)
-    result = replay_metrics.evaluate_localized(localizer, localized, filtered,
-                                               {'name': 'demo corridor'})
+    result = evaluation.summarize(localizer, localized, extra={'name': 'demo corridor'})
     summary = result.summary
     plot_dir = out / 'plots'
     plot_dir.mkdir(parents=True, exist_ok=True)
-    plots = {'recall': evaluation.plot_recall(result, plot_dir / 'recall_at_n.png'),
-             'reliability': evaluation.plot_reliability(result, plot_dir / 'reliability.png')}
-    positions = localizer.database.places
-    per_query = summary['per_query']
-    truth = np.column_stack([per_query['true_east'], per_query['true_north']])
-    best = np.array([[positions['east'][i], positions['north'][i]] if i >= 0 else
-                     [np.nan, np.nan] for i in per_query['best_place']], dtype=np.float64)
-    right = np.asarray(result.top1_correct, dtype=bool)
-    published = result.confidence >= localizer.config.confidence_threshold
-    filtered_en = None
-    if filtered is not None:
-        filtered_en = np.array([[positions['east'][i], positions['north'][i]]
-                                for i in filtered.place_ids], dtype=np.float64)
-    plots['trajectory'] = plot_trajectory(
-        plot_dir / 'trajectory.png', truth, best, right, published,
-        localizer.config.threshold_m, filtered_en,
-        f'{summary["backbone"]}: best place per query frame vs the query GPS')
+    plots = {'recall': eval_plots.plot_recall(result, plot_dir / 'recall_at_n.png'),
+             'reliability': eval_plots.plot_reliability(result, plot_dir / 'reliability.png')}
+    track = eval_plots.plot_track(result, plot_dir / 'track.png')
+    if track is not None:
+        plots['track'] = track
     result.to_json(out / 'eval.json')
-    pictures = _pictures(localizer, localized, keep, right, out / 'matches')
+    pictures = _pictures(localizer, localized, keep, result.published_right, out / 'matches')
     files = [('report', str(out / 'report.html')), ('map', str(out / 'map')),
              ('result bag', f'{out / "result_bag"} (+ {out / "result_bag.csv"})'),
              ('metrics', str(out / 'eval.json')), ('plots', str(plot_dir)),
@@ -428,24 +360,9 @@ def _measure_and_report(localizer: Any, localized: list[Any], keep: dict[int, An
     return summary, files
 
 
-def _filter_track(localizer: Any, localized: list[Any]) -> Any:
-    """Run the sequence filter over the same rankings, when this version has one."""
-    from r2former_ros.core.evaluation import replay_metrics  # noqa: PLC0415
-    from r2former_ros.core.localize.localizer import Localizer  # noqa: PLC0415
-
-    if not hasattr(localizer.config, 'filter'):
-        return None
-    # The filter's own calibration may be missing: it then reports the raw posterior, which the
-    # table says; the localizer's warning about it would only repeat that.
-    with _quiet('r2former_ros.core.localize.localizer'):
-        filtering = Localizer(localizer.model, localizer.database,
-                              replace(localizer.config, filter='hmm'))
-    return replay_metrics.run_filter(filtering, localized)
-
-
 def _pictures(localizer: Any, localized: list[Any], keep: dict[int, Any], right: Any,
               folder: Path) -> list[tuple[Any, str]]:
-    """Labelled match pictures of a few frames (PNG files and report figures)."""
+    """Labelled match pictures of a few frames' published places (PNG files, report figures)."""
     import cv2  # noqa: PLC0415
 
     from r2former_ros.cli.demo_report import pick_pictures  # noqa: PLC0415
@@ -466,7 +383,7 @@ def _pictures(localizer: Any, localized: list[Any], keep: dict[int, Any], right:
     pictures = []
     for i in pick_pictures(right):
         query = localized[i]
-        best = query.result.candidates[0] if query.result.candidates else None
+        best = query.result.best  # the published place
         if best is None or i not in keep:
             continue
         rgb, query_local = keep[i]
@@ -489,6 +406,7 @@ def _pictures(localizer: Any, localized: list[Any], keep: dict[int, Any], right:
                                   f'from the truth ({verdict}), confidence '
                                   f'{query.result.confidence:.2f}'))
     return pictures
+
 
 if __name__ == '__main__':
     from r2former_ros.cli.main import main

@@ -1,7 +1,7 @@
 """
 What `r2former demo` shows: the one console table and the self-contained HTML report.
 
-The numbers come from :func:`r2former_ros.core.evaluation.replay_metrics.evaluate_localized`
+The numbers come from :func:`r2former_ros.core.evaluation.engine.summarize`
 on the demo's single pass over the query traverse; this module only words and draws them.
 """
 
@@ -36,12 +36,9 @@ def _pct(value: float | None) -> str:
 
 
 def _confidence_row(label: str, block: dict[str, Any], total: int) -> tuple[str, ...]:
-    published = block['accepted_fraction'] if 'accepted_fraction' in block \
-        else block['published_fraction']
-    precision = block.get('precision_when_accepted', block.get('precision_when_published'))
-    ece = block['ece']
-    return (label, f'{ece:.3f}', f'{round(published * total)}/{total} ({_pct(published)})',
-            _pct(precision))
+    matched = block['matched_fraction']
+    return (label, f'{block["ece"]:.3f}', f'{round(matched * total)}/{total} ({_pct(matched)})',
+            _pct(block['matched_precision']))
 
 
 def table_rows(summary: dict[str, Any]) -> dict[str, list[tuple[str, ...]]]:
@@ -51,16 +48,18 @@ def table_rows(summary: dict[str, Any]) -> dict[str, list[tuple[str, ...]]]:
     if summary['reranked']:
         recall.append(('+ reranking (single frame)',
                        *(f'{summary["recall_reranked"][n]:.3f}' for n in TABLE_NS)))
-    filtered = summary.get('filtered')
-    if filtered is not None:
-        recall.append(('+ sequence filter', f'{filtered["recall_at_1"]:.3f}', '-', '-', '-'))
+    filtered = summary.get('recall_filtered')
+    if filtered:
+        recall.append(('+ sequence filter (published)',
+                       *(f'{filtered[n]:.3f}' for n in TABLE_NS)))
     total = summary['num_queries']
-    conf = summary['confidence']
-    single = dict(conf, ece=summary['ece'])
-    confidence = [_confidence_row(f'single frame ({conf["calibration"]})', single, total)]
-    if filtered is not None:
-        confidence.append(_confidence_row(f'sequence filter ({filtered["calibration"]})',
-                                          filtered, total))
+    single = summary['single_frame']
+    single_source = 'calibrated' if single['calibrated'] else 'raw score'
+    confidence = [_confidence_row(f'single frame ({single_source})', single, total)]
+    if filtered:
+        published = 'calibrated' if summary['calibrated'] else 'raw posterior'
+        confidence.append(_confidence_row(f'sequence filter, published ({published})',
+                                          summary, total))
     lat = summary['latency_ms']
     latency: list[tuple[str, ...]] = [
         (stage, f'{lat[stage]["mean_ms"]:.1f}', f'{lat[stage]["p90_ms"]:.1f}')
@@ -135,8 +134,9 @@ def write_report(path: Path, title: str, intro: list[str], summary: dict[str, An
     report.table(LATENCY_HEADER, rows['latency'])
     report.heading('Plots')
     captions = {
-        'trajectory': 'Where each query was placed along the drive (dots) versus its GPS '
-                      '(black line); bottom: distance of the best place to the truth.',
+        'track': 'Where each query was placed along the drive (dots: the published place; '
+                 'crosses: the single-frame top-1) versus its GPS (black line); bottom: '
+                 'distance of the published place to the truth.',
         'recall': 'Recall@N: the share of queries with a right place among the first N.',
         'reliability': 'Reliability diagram: confidence (x) versus how often the best place '
                        'was right (y); on the diagonal means calibrated.',

@@ -12,9 +12,14 @@ from pathlib import Path
 import sys
 from typing import Any
 
-from r2former_ros.cli.filter_args import add_filter_arguments, check_filter_arguments
+from r2former_ros.cli.localizer_args import (
+    add_localizer_arguments,
+    localizer_config,
+    note_global_only,
+)
 from r2former_ros.cli.model_args import AUTO_BACKBONE_HELP, add_model_arguments, load_model_for_map
 from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.io.outputs import check_new_outputs
 
 
 def register(subparsers: Any) -> None:
@@ -34,16 +39,11 @@ def register(subparsers: Any) -> None:
     source.add_argument('--gps-topic', help='query NavSatFix topic (the ground truth)')
     source.add_argument('--every', type=int, default=1, help='use every N-th bag image')
     add_model_arguments(parser, backbone_help=AUTO_BACKBONE_HELP + "; with --map: the map's")
-    parser.add_argument('--threshold-m', type=float, default=25.0,
-                        help='a match is true within this distance (default: %(default)s)')
-    parser.add_argument('--rerank-top', type=int, default=100, metavar='N',
-                        help='candidates reranked; 0 = global only (default: %(default)s)')
-    parser.add_argument('--confidence-threshold', type=float, default=0.5,
-                        help='"no match" below this confidence (default: %(default)s)')
+    # The node's settings; with --filter hmm the queries are a drive: bag order, or file order.
+    add_localizer_arguments(parser)
     parser.add_argument('--no-calibrate', action='store_true',
                         help='do not calibrate an uncalibrated map in memory')
     parser.add_argument('--max-queries', type=int, help='stop after this many queries')
-    add_filter_arguments(parser)  # sequence filter (H12): bag order, or file order = time
     parser.add_argument('--json', type=Path, help='also write the results here (JSON)')
     parser.add_argument('--plots', type=Path, help='write PNG plots into this directory')
     parser.set_defaults(func=run)
@@ -66,9 +66,22 @@ def _check(args: argparse.Namespace) -> str:
     missing = [str(p) for p in args.bag or [] if not p.exists()]
     if missing:
         raise ConfigError(f'--bag {missing[0]} does not exist')
-    if args.rerank_top < 0 or args.threshold_m <= 0 or args.every < 1:
-        raise ConfigError('--rerank-top must be >= 0, --threshold-m > 0 and --every >= 1')
-    check_filter_arguments(args)
+    if args.every < 1:
+        raise ConfigError(f'--every {args.every} must be >= 1')
+    localizer_config(args)  # every localizer flag checked before the model loads
+    check_new_outputs(json=args.json, plots=args.plots)
+    if bag:
+        # The topics are checked before the model loads: a typo costs a second, not a minute.
+        from r2former_ros.core.io.bag_open import (  # noqa: PLC0415 - rosbags
+            IMAGE_TYPES,
+            NAVSAT_TYPE,
+            as_path_list,
+            check_requested,
+        )
+
+        paths = as_path_list(args.bag)
+        check_requested(paths, [args.image_topic], IMAGE_TYPES, 'an image type')
+        check_requested(paths, [args.gps_topic], [NAVSAT_TYPE], 'sensor_msgs/NavSatFix')
     return 'dataset' if dataset else 'bag'
 
 
@@ -85,19 +98,17 @@ def _load_model(args: argparse.Namespace, mode: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the evaluation, print the table, write JSON and plots."""
+    """Run the evaluation, print the table, write JSON and plots (all or nothing)."""
     mode = _check(args)  # before the heavy imports: bad arguments fail at once
     from r2former_ros.core import evaluation  # noqa: PLC0415
+    from r2former_ros.core.io.outputs import atomic_outputs  # noqa: PLC0415
 
     model = _load_model(args, mode)
     print(evaluation.model_banner(model), flush=True)
-    settings = evaluation.EvalSettings(threshold_m=args.threshold_m,
-                                       rerank_top_n=args.rerank_top,
-                                       retrieval_top_k=max(100, args.rerank_top),
-                                       confidence_threshold=args.confidence_threshold,
+    note_global_only(args, model.has_reranker)
+    settings = evaluation.EvalSettings(localizer=localizer_config(args, model.has_reranker),
                                        calibrate=not args.no_calibrate,
-                                       max_queries=args.max_queries,
-                                       filter=args.filter, max_speed_mps=args.max_speed)
+                                       max_queries=args.max_queries)
 
     def progress(line: str) -> None:
         print(f'  {line}', file=sys.stderr, flush=True)
@@ -109,17 +120,33 @@ def run(args: argparse.Namespace) -> int:
         result = evaluation.evaluate_bag(model, args.map_dir, args.bag, args.image_topic,
                                          args.gps_topic, settings, every=args.every,
                                          progress=progress)
+        _warn_in_sample(result.summary, args)
     if not model.has_reranker:
         # A global-only checkpoint (its loader already said reranking is unavailable): there is
         # no reranked ranking, so the JSON says null rather than repeating the global recall.
         result.summary['recall_reranked'] = None
-    plots = evaluation.write_plots(result, args.plots) if args.plots else []
-    result.summary['plots'] = [str(p) for p in plots]
-    if args.json:
-        result.to_json(args.json)
+    with atomic_outputs(json=args.json, plots=args.plots) as staged:
+        plots = evaluation.write_plots(result, staged['plots']) if args.plots else []
+        result.summary['plots'] = [str(args.plots / p.name) for p in plots]
+        if args.json:
+            result.to_json(staged['json'])
     print('\n'.join(evaluation.format_table(result.summary).splitlines()[1:]))
     written = ([str(args.json)] if args.json else []) + (
         [f'{len(plots)} plots in {args.plots}'] if plots else [])
     if written:
         print(f'wrote {" and ".join(written)}')
     return 0
+
+
+def _warn_in_sample(summary: dict[str, Any], args: argparse.Namespace) -> None:
+    """Say so when the drive evaluated is the one that calibrated the map (in-sample figures)."""
+    from r2former_ros.core.calibration.drive import drive_name  # noqa: PLC0415
+
+    info = summary.get('confidence', {}).get('calibration_info') or {}
+    calibrated_on = info.get('drive')
+    if calibrated_on and calibrated_on == drive_name(args.bag):
+        message = (f'this drive ({calibrated_on}) is the one the map was calibrated on: its '
+                   'confidence and trust figures are in-sample; evaluate another drive for '
+                   'figures you can trust')
+        summary['in_sample_warning'] = message
+        print(f'warning: {message}', file=sys.stderr)

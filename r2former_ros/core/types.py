@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+from numpy.typing import NDArray
+
+NO_PLACE = -1  # the published place when there is none (PlaceRecognition.NO_PLACE)
+
 
 @dataclass(frozen=True)
 class PlacePosition:
@@ -32,6 +37,69 @@ class Candidate:
     rerank_score: float | None  # softmax(logits)[1] of the reranker; None when not reranked
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """One frame's retrieved places, best first: what the confidence and the filter read."""
+
+    ids: NDArray[np.int64]  # every retrieved place, reranked ones first in rerank order
+    global_scores: NDArray[np.float32]  # cosine of each id's global descriptor
+    # softmax(logits)[1] of the first rerank_scores.size ids; None when nothing was reranked
+    rerank_scores: NDArray[np.float32] | None = None
+
+    @classmethod
+    def empty(cls) -> Ranking:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+
+    @property
+    def size(self) -> int:
+        return int(self.ids.size)
+
+    @property
+    def scores(self) -> NDArray[np.floating]:
+        """The ranking scores: rerank scores when reranked, else the global cosines."""
+        return self.rerank_scores if self.rerank_scores is not None else self.global_scores
+
+    @property
+    def scored_ids(self) -> NDArray[np.int64]:
+        """The ids that have a ranking score (the reranked ones when reranked), best first."""
+        return self.ids[:self.scores.size]
+
+    def global_order(self) -> NDArray[np.int64]:
+        """Return the ids in global-retrieval order (what a global-only localizer ranks)."""
+        return self.ids[np.argsort(-self.global_scores, kind='stable')]
+
+
+@dataclass(frozen=True)
+class FilterEstimate:
+    """What the sequence filter says after one frame."""
+
+    place_id: int  # the place with the most posterior probability (NO_PLACE: no belief yet)
+    confidence: float  # posterior mass within threshold_m of place_id (raw, uncalibrated)
+    outside_prob: float  # posterior probability of "not in the map"
+    reach_m: float  # motion radius used for this frame (0 on the first frame)
+    num_active: int  # places carrying explicit mass after this frame
+    num_edges: int  # (place, neighbour) pairs the motion step visited
+
+
+@dataclass(frozen=True)
+class Decision:
+    """
+    The per-frame decision: what is published, and the intermediate values behind it.
+
+    Made in one place (:class:`~r2former_ros.core.localize.decision.Decider`); the node, the
+    bag replay, evaluation and calibration read these fields instead of recomputing them.
+    """
+
+    place_id: int  # the published place; NO_PLACE when the frame retrieved nothing
+    confidence: float  # the published confidence (the filter's when filtering)
+    matched: bool  # confidence >= the threshold and a place to publish
+    calibrated: bool  # the published confidence is calibrated for the running settings
+    single_confidence: float  # the single-frame confidence of the top-1 (calibrated if it can)
+    raw_confidence: float  # the uncalibrated single-frame score (clipped top score)
+    features: NDArray[np.float64]  # the single-frame confidence features
+    estimate: FilterEstimate | None = None  # the sequence filter's raw output (None: no filter)
+
+
 @dataclass
 class LocalizationResult:
     """Outcome of localizing one query image."""
@@ -52,6 +120,16 @@ class LocalizationResult:
     filtered_best: Candidate | None = None
     # Posterior probability of "not in the map" (None without a filter).
     outside_prob: float | None = None
+    # Every retrieved place with its scores (``candidates`` keep the first result_top_k).
+    ranking: Ranking | None = None
+    # The decision with its intermediate values (single-frame confidence, filter estimate).
+    decision: Decision | None = None
+
+    @property
+    def place_id(self) -> int:
+        """The published place id, NO_PLACE when there is none."""
+        best = self.best
+        return NO_PLACE if best is None else best.place_id
 
     @property
     def best(self) -> Candidate | None:

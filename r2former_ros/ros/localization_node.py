@@ -55,8 +55,8 @@ from std_srvs.srv import Trigger
 from r2former_ros.core.errors import ConfigError, ImageError, R2FormerError
 from r2former_ros.core.localize.localizer import Localizer
 from r2former_ros.core.mapdb import MapDatabase
+from r2former_ros.core.places import factory
 from r2former_ros.core.places.base import PlaceModel
-from r2former_ros.core.places.factory import load_place_model, map_model_settings
 from r2former_ros.core.threads import apply_threads
 from r2former_ros.ros import conversions
 from r2former_ros.ros.node_outputs import Outputs, diagnostics_array
@@ -80,15 +80,14 @@ def load_node_model(params: NodeParameters, database: MapDatabase) -> PlaceModel
     """
     Load the node's place model: what the parameters leave unset comes from the map.
 
-    Goes through `load_place_model`, so the node runs with the same float math (TF32 off,
-    reduced precision opt-in on CUDA) as every command-line tool.
+    The one "model for this map" function of every tool (``factory.load_model_for_map``), so
+    the node runs the model and the float math (TF32 off, reduced precision opt-in) of the CLI.
     """
-    settings = map_model_settings(database.manifest['model'], backbone=params.backbone or None,
-                                  checkpoint=params.checkpoint, input_hw=params.input_hw,
-                                  num_local=params.num_local)
     apply_threads(params.threads)  # before the model's first torch operation (core.threads)
-    return load_place_model(settings.backbone, settings.checkpoint, params.device,
-                            settings.input_hw, settings.num_local, precision=params.precision)
+    return factory.load_model_for_map(
+        database.manifest['model'], backbone=params.backbone, checkpoint=params.checkpoint,
+        input_hw=params.input_hw, num_local=params.num_local, device=params.device,
+        precision=params.precision)
 
 
 def free_model_memory(device: Any) -> None:
@@ -139,7 +138,7 @@ class LocalizationNode(LifecycleNode):
             params = read_parameters(self)
             database = MapDatabase.open(params.map)
             model = load_node_model(params, database)
-            localizer = Localizer(model, database, params.localizer_config)
+            localizer = Localizer(model, database, params.localizer)
         except R2FormerError as err:
             return self._configure_failed(str(err))
         except Exception as err:  # noqa: BLE001 - e.g. a corrupt checkpoint: say so, stay up
@@ -256,7 +255,8 @@ class LocalizationNode(LifecycleNode):
         try:
             new = with_changes(self.params, {p.name: p.value for p in changed})
             localizer = self.localizer
-            if new.rerank_top_n and localizer is not None and not localizer.model.has_reranker:
+            if new.localizer.rerank_top_n and localizer is not None and \
+                    not localizer.model.has_reranker:
                 raise ConfigError('the model has no reranker; rerank.top_n must stay 0')
         except (ConfigError, TypeError) as err:
             return SetParametersResult(successful=False, reason=str(err))
@@ -279,7 +279,7 @@ class LocalizationNode(LifecycleNode):
             database = MapDatabase.open(request.map)
             # Checks the model identity (backbone, weights hash, input size, tokens) and applies
             # the new map's calibration; a new Localizer also restarts the sequence filter.
-            new = Localizer(localizer.model, database, params.localizer_config)
+            new = Localizer(localizer.model, database, params.localizer)
         except R2FormerError as err:
             response.success = False
             response.message = f'kept map {old}: {err}'
@@ -348,14 +348,14 @@ class LocalizationNode(LifecycleNode):
         pending, self._pending = self._pending, None
         if pending is None or self._active_params is None:
             return
-        changed = pending.localizer_config != self._active_params.localizer_config
+        changed = pending.localizer != self._active_params.localizer
         self._active_params = pending
         with self._lock:
             localizer = self.localizer
         if changed and localizer is not None:
             # A new Localizer re-applies the calibration for the new settings and restarts the
             # sequence filter (its motion model may have changed).
-            rebuilt = Localizer(localizer.model, localizer.database, pending.localizer_config)
+            rebuilt = Localizer(localizer.model, localizer.database, pending.localizer)
             with self._lock:
                 if self.localizer is localizer:  # not swapped meanwhile by load_map
                     self.localizer = rebuilt
@@ -396,7 +396,7 @@ class LocalizationNode(LifecycleNode):
                 values.append(float(timings.get(stage, 0.0)))
             processed = s.processed
         every = params.publish_markers_every_n
-        outputs.publish_markers(result, params.result_top_k,
+        outputs.publish_markers(result, params.localizer.result_top_k,
                                 with_places=every > 0 and processed % every == 0)
         if draw:
             outputs.publish_match_image(localizer, rgb, query_local, result, msg.header)

@@ -65,9 +65,10 @@ class Outputs:
                        backbone: str, decode_ms: float, total_ms: float
                        ) -> tuple[bool, int, float]:
         """Publish place_recognition, and fix and pose on a match; return what diagnostics use."""
-        fix = conversions.to_navsat_fix(result, header=header, threshold_m=params.threshold_m)
+        threshold_m = params.localizer.threshold_m
+        fix = conversions.to_navsat_fix(result, header=header, threshold_m=threshold_m)
         pose = conversions.to_pose(result, header=header, map_frame_id=params.map_frame_id,
-                                   threshold_m=params.threshold_m)
+                                   threshold_m=params.localizer.threshold_m)
         out = conversions.to_place_recognition(
             self._place_recognition_type, result, header=header,
             map_frame_id=params.map_frame_id, backbone=backbone, decode_ms=decode_ms,

@@ -15,7 +15,7 @@ Images: the node subscribes to the topic ``image`` (remap it, as the launch file
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import re
 from typing import Any
 
@@ -24,11 +24,12 @@ from rclpy.node import Node
 
 from r2former_ros.core.device import resolve_device
 from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.localize.localizer import LocalizerConfig
-from r2former_ros.core.localize.sequence_filter import DEFAULT_MAX_SPEED_MPS, FILTERS
+from r2former_ros.core.localize.settings import FILTERS, LocalizerConfig
 from r2former_ros.core.places.base import BACKBONES, PRECISIONS
 
 TRANSPORTS = ('raw', 'compressed', 'both')
+LOCALIZER = LocalizerConfig()  # the defaults of every localizer parameter
+LOCALIZER_PREFIX = 'localizer.'  # ParameterSpec.attribute of a LocalizerConfig field
 MAX_TOP_K = 100_000
 
 
@@ -76,24 +77,26 @@ SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec('image_transport', 'image_transport', 'raw',
                   "'raw': Image on 'image'; 'compressed': CompressedImage on 'image/compressed' "
                   "(relative to the remapped 'image'); 'both'.", True),
-    ParameterSpec('retrieval.top_k', 'retrieval_top_k', 100,
+    # The localizer's settings: fields of the embedded LocalizerConfig, defaults from it.
+    ParameterSpec('retrieval.top_k', 'localizer.retrieval_top_k', LOCALIZER.retrieval_top_k,
                   'Candidates retrieved from the global index.', integer_range=(1, MAX_TOP_K)),
-    ParameterSpec('rerank.top_n', 'rerank_top_n', 100,
+    ParameterSpec('rerank.top_n', 'localizer.rerank_top_n', LOCALIZER.rerank_top_n,
                   'Candidates the reranker reorders (0: global retrieval only; <= '
                   'retrieval.top_k).', integer_range=(0, MAX_TOP_K)),
-    ParameterSpec('result.top_k', 'result_top_k', 10,
+    ParameterSpec('result.top_k', 'localizer.result_top_k', LOCALIZER.result_top_k,
                   'Candidates reported per result and drawn as markers (<= retrieval.top_k).',
                   integer_range=(1, MAX_TOP_K)),
-    ParameterSpec('confidence_threshold', 'confidence_threshold', 0.5,
+    ParameterSpec('confidence_threshold', 'localizer.confidence_threshold',
+                  LOCALIZER.confidence_threshold,
                   'Confidence at or above which a result is a match (fix and pose published).',
                   float_range=(0.0, 1.0)),
-    ParameterSpec('filter', 'filter', 'none',
+    ParameterSpec('filter', 'localizer.filter', LOCALIZER.filter,
                   f"Sequence filter over the map's places: {' | '.join(FILTERS)} (changing it, or "
                   'any localizer parameter, restarts the filter).'),
-    ParameterSpec('filter.max_speed_mps', 'max_speed_mps', DEFAULT_MAX_SPEED_MPS,
+    ParameterSpec('filter.max_speed_mps', 'localizer.max_speed_mps', LOCALIZER.max_speed_mps,
                   "The sequence filter's motion bound, metres per second.",
                   float_range=(0.01, 1000.0)),
-    ParameterSpec('threshold_m', 'threshold_m', 25.0,
+    ParameterSpec('threshold_m', 'localizer.threshold_m', LOCALIZER.threshold_m,
                   'Distance (m) that counts as the same place; scales the fix covariance.', True,
                   float_range=(0.01, 100_000.0)),
     ParameterSpec('visualization', 'visualization', True,
@@ -136,13 +139,7 @@ class NodeParameters:
     input_size: str = ''
     num_local: int = 0
     image_transport: str = 'raw'
-    retrieval_top_k: int = 100
-    rerank_top_n: int = 100
-    result_top_k: int = 10
-    confidence_threshold: float = 0.5
-    filter: str = 'none'
-    max_speed_mps: float = DEFAULT_MAX_SPEED_MPS
-    threshold_m: float = 25.0
+    localizer: LocalizerConfig = LOCALIZER  # retrieval, decision and filter settings
     visualization: bool = True
     map_frame_id: str = 'map'
     publish_markers_every_n: int = 100
@@ -152,14 +149,6 @@ class NodeParameters:
     def input_hw(self) -> tuple[int, int] | None:
         """The model input size, None for the backbone's default."""
         return parse_input_size(self.input_size)
-
-    @property
-    def localizer_config(self) -> LocalizerConfig:
-        """The core settings these parameters stand for."""
-        return LocalizerConfig(
-            retrieval_top_k=self.retrieval_top_k, rerank_top_n=self.rerank_top_n,
-            result_top_k=self.result_top_k, confidence_threshold=self.confidence_threshold,
-            threshold_m=self.threshold_m, filter=self.filter, max_speed_mps=self.max_speed_mps)
 
     def validate(self) -> NodeParameters:
         """Raise ConfigError naming the first bad value; return self."""
@@ -185,7 +174,7 @@ class NodeParameters:
             raise ConfigError('diagnostics_period_s must be > 0')
         self.input_hw  # noqa: B018 - parses, raising ConfigError
         resolve_device(self.device)  # the same check load_place_model makes
-        self.localizer_config.validate()
+        self.localizer.validate()
         return self
 
     @classmethod
@@ -195,8 +184,21 @@ class NodeParameters:
         unknown = set(values) - set(by_name)
         if unknown:
             raise ConfigError(f'unknown parameter(s): {", ".join(sorted(unknown))}')
-        kwargs = {by_name[name].attribute: value for name, value in values.items()}
-        return cls(**kwargs).validate()
+        kwargs: dict[str, Any] = {}
+        localizer: dict[str, Any] = {}
+        for name, value in values.items():
+            attribute = by_name[name].attribute
+            if attribute.startswith(LOCALIZER_PREFIX):
+                localizer[attribute[len(LOCALIZER_PREFIX):]] = value
+            else:
+                kwargs[attribute] = value
+        return cls(**kwargs, localizer=replace(LOCALIZER, **localizer)).validate()
+
+    def value(self, spec: ParameterSpec) -> Any:
+        """Return the value of one parameter."""
+        if spec.attribute.startswith(LOCALIZER_PREFIX):
+            return getattr(self.localizer, spec.attribute[len(LOCALIZER_PREFIX):])
+        return getattr(self, spec.attribute)
 
 
 def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
@@ -225,6 +227,6 @@ def read_parameters(node: Node) -> NodeParameters:
 
 def with_changes(current: NodeParameters, changes: Mapping[str, Any]) -> NodeParameters:
     """Return ``current`` with some ROS-named values replaced, validated."""
-    values = {spec.name: getattr(current, spec.attribute) for spec in SPECS}
+    values = {spec.name: current.value(spec) for spec in SPECS}
     values.update(changes)
     return NodeParameters.from_values(values)

@@ -107,13 +107,14 @@ def test_parameters_validate_like_the_core(ros_messages: ModuleType) -> None:
     from r2former_ros.ros.parameters import SPECS, NodeParameters, descriptor, with_changes
 
     params = NodeParameters.from_values({'map': '/m', 'input_size': '128x160'})
-    assert params.input_hw == (128, 160) and params.localizer_config.rerank_top_n == 100
+    assert params.input_hw == (128, 160) and params.localizer.rerank_top_n == 100
     for bad in ({'map': ''}, {'map': '/m', 'rerank.top_n': 200},
                 {'map': '/m', 'input_size': 'big'}, {'map': '/m', 'backbone': 'vgg'},
                 {'map': '/m', 'image_transport': 'theora'}, {'map': '/m', 'device': 'tpu'}):
         with pytest.raises(ConfigError):
             NodeParameters.from_values(bad)
-    assert with_changes(params, {'confidence_threshold': 0.9}).confidence_threshold == 0.9
+    changed = with_changes(params, {'confidence_threshold': 0.9})
+    assert changed.localizer.confidence_threshold == 0.9
     names = {spec.name for spec in SPECS}
     assert {'retrieval.top_k', 'rerank.top_n', 'result.top_k', 'map_frame_id'} <= names
     top_k = descriptor(next(s for s in SPECS if s.name == 'retrieval.top_k'))

@@ -29,7 +29,9 @@ def test_node_sets_the_threads_before_loading_the_model(monkeypatch, threads):
 
     before = torch.get_num_threads()
     torch.set_num_threads(3)
-    monkeypatch.setattr(localization_node, 'load_place_model', fake_load)
+    from r2former_ros.core.places import factory
+
+    monkeypatch.setattr(factory, 'load_place_model', fake_load)
     try:
         params = NodeParameters.from_values({'map': 'maps/corridor', 'threads': threads})
         assert localization_node.load_node_model(params, MapOfDinov2()) == 'model'

@@ -19,14 +19,22 @@ class MapOfDinov2:
 
 
 def test_every_node_parameter_has_exactly_one_spec():
+    from r2former_ros.core.localize.settings import LocalizerConfig
     from r2former_ros.ros.parameters import SPECS, NodeParameters
 
     attributes = [spec.attribute for spec in SPECS]
     names = [spec.name for spec in SPECS]
     assert len(set(attributes)) == len(attributes) and len(set(names)) == len(names)
-    assert set(attributes) == {field.name for field in fields(NodeParameters)}
-    # Every default is valid: only the map has to be given.
-    assert NodeParameters.from_values({'map': 'maps/campus'}).map == 'maps/campus'
+    # The node's own fields, and every field of the embedded LocalizerConfig once.
+    expected = {field.name for field in fields(NodeParameters)} - {'localizer'}
+    expected |= {f'localizer.{field.name}' for field in fields(LocalizerConfig)}
+    assert set(attributes) == expected
+    # Every default is valid (only the map has to be given), and the localizer's defaults are
+    # the core's own, not a copy.
+    params = NodeParameters.from_values({'map': 'maps/campus'})
+    assert params.map == 'maps/campus' and params.localizer == LocalizerConfig()
+    changed = NodeParameters.from_values({'map': 'm', 'rerank.top_n': 5, 'filter': 'hmm'})
+    assert changed.localizer == LocalizerConfig(rerank_top_n=5, filter='hmm')
 
 
 @pytest.mark.parametrize('given, expected', [('', 'dinov2-s14'), ('dinov2-s14', 'dinov2-s14')])
@@ -40,7 +48,9 @@ def test_node_takes_the_backbone_from_the_map(monkeypatch, given, expected):
         loaded.update(backbone=backbone, input_hw=input_hw, num_local=num_local)
         return 'model'
 
-    monkeypatch.setattr(localization_node, 'load_place_model', fake_load)
+    from r2former_ros.core.places import factory
+
+    monkeypatch.setattr(factory, 'load_place_model', fake_load)
     params = NodeParameters.from_values({'map': 'maps/corridor', 'backbone': given})
     assert localization_node.load_node_model(params, MapOfDinov2()) == 'model'
     assert loaded == {'backbone': expected, 'input_hw': (224, 224), 'num_local': 64}

@@ -1,12 +1,15 @@
 """
-Recall@N, per-stage latency and confidence quality, for image datasets and query bags.
+Recall@N, per-stage latency and trust of what is published, for datasets, query bags and replays.
 
 Split by job; this module re-exports the public names (``from r2former_ros.core import
 evaluation`` then ``evaluation.evaluate_dataset(...)``):
 
+* :mod:`.engine`: the one engine: frames that went through the node's step, scored against
+  their truth into the evaluation JSON (one meaning per key);
+* :mod:`.loop`: settings and the loop that localizes a dataset's or a bag's queries;
+* :mod:`.replay`: the node's pipeline over a bag, writing a result bag (``localize-bag``, demo);
 * :mod:`.metrics`: recall@N, precision-recall, average precision, ROC AUC, latency statistics;
 * :mod:`.datasets`: VG / VPR-Bench dataset loaders, query bags, the temporary dataset map;
-* :mod:`.loop`: settings, the evaluation loop over the node's Localizer, the JSON summary;
 * :mod:`.plots` (matplotlib figures), :mod:`.mosaic` (wrong top-1s beside their candidates),
   :mod:`.tables` (the model banner and the text report).
 """
@@ -23,11 +26,15 @@ from r2former_ros.core.evaluation.datasets import (
     load_vprbench_dataset,
     write_dataset_map,
 )
-from r2former_ros.core.evaluation.loop import (
+from r2former_ros.core.evaluation.engine import (
     CURVE_MAX_N,
     MOSAIC_MAX_ROWS,
     MOSAIC_TOP,
     EvalResult,
+    LocalizedFrame,
+    summarize,
+)
+from r2former_ros.core.evaluation.loop import (
     EvalSettings,
     evaluate_bag,
     evaluate_dataset,
@@ -61,6 +68,7 @@ __all__ = [
     'EvalQuery',
     'EvalResult',
     'EvalSettings',
+    'LocalizedFrame',
     'Progress',
     'average_precision',
     'bag_queries',
@@ -80,6 +88,7 @@ __all__ = [
     'precision_recall_curve',
     'recall_at_n',
     'roc_auc',
+    'summarize',
     'weights_kind',
     'write_dataset_map',
     'write_plots',

@@ -3,7 +3,7 @@ Retrieval and confidence metrics: recall@N, precision-recall, average precision,
 
 Convention (the field's): a query is correct at N if any of its first N places is a true match.
 The expected calibration error lives with the calibration it judges
-(:func:`r2former_ros.core.localize.calibration.expected_calibration_error`).
+(:func:`r2former_ros.core.calibration.self_calibration.expected_calibration_error`).
 """
 
 from __future__ import annotations

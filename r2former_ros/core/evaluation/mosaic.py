@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.evaluation.loop import MOSAIC_TOP, EvalResult
+from r2former_ros.core.evaluation.engine import MOSAIC_TOP, EvalResult
 
 
 def _fit_cell(image: NDArray[np.uint8] | None, height: int, width: int,

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from r2former_ros.core.drawing import track_plot
 from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.evaluation.loop import EvalResult
+from r2former_ros.core.evaluation.engine import EvalResult
 from r2former_ros.core.evaluation.metrics import precision_recall_curve
 from r2former_ros.core.evaluation.mosaic import failure_mosaic
 
@@ -59,38 +58,45 @@ def plot_recall(result: EvalResult, path: Path) -> Path:
 
 
 def plot_precision_recall(result: EvalResult, path: Path) -> Path:
+    """Precision-recall of "matched when confidence >= t": published, and single-frame raw."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for scores, label in ((result.confidence, 'confidence'),
-                          (result.confidence_uncalibrated, 'uncalibrated (top score)')):
-        if result.top1_correct.any():
-            curve = precision_recall_curve(scores, result.top1_correct)
+    for scores, right, label in (
+            (result.confidence, result.published_right, 'published confidence'),
+            (result.raw_confidence, result.single_right, 'uncalibrated top score (single frame)')):
+        if right.any():
+            curve = precision_recall_curve(scores, right)
             ax.step(curve['recall'], curve['precision'], where='post', label=label)
-    ax.axhline(float(result.top1_correct.mean()) if result.top1_correct.size else 0.0,
-               color='grey', ls=':', label='top-1 accuracy (accept all)')
-    ax.set_xlabel('recall (correct top-1s accepted)')
-    ax.set_ylabel('precision (accepted top-1s correct)')
+    ax.axhline(float(result.published_right.mean()) if result.published_right.size else 0.0,
+               color='grey', ls=':', label='published place right (match all)')
+    ax.set_xlabel('recall (right places matched)')
+    ax.set_ylabel('precision (matched places right)')
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     return _finish(fig, ax, result, 'precision-recall of the confidence', path)
 
 
 def plot_reliability(result: EvalResult, path: Path) -> Path:
+    """Reliability diagram of the published confidence (and the single-frame ones)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color='grey', ls=':', label='perfect')
-    conf = result.summary['confidence']
-    published = 'filtered confidence' if result.summary.get('filter', 'none') != 'none' \
-        else 'confidence'
-    for key, label, marker in (('reliability', f'{published} (ECE {result.summary["ece"]:.3f})',
-                                'o-'),
-                               ('reliability_uncalibrated',
-                                f'uncalibrated (ECE {result.summary["ece_uncalibrated"]:.3f})',
-                                's--')):
-        rows = [r for r in conf[key] if r['count']]
+    summary = result.summary
+    single = summary['single_frame']
+    filtering = summary.get('filter', 'none') != 'none'
+    curves = [(summary['confidence']['reliability'],
+               f'{"filtered" if filtering else "published"} confidence '
+               f'(ECE {summary["ece"]:.3f})', 'o-')]
+    if filtering:
+        curves.append((single['reliability'], f'single-frame confidence (ECE '
+                                              f'{single["ece"]:.3f})', 'd-'))
+    curves.append((single['reliability_uncalibrated'],
+                   f'uncalibrated top score (ECE {single["ece_uncalibrated"]:.3f})', 's--'))
+    for table, label, marker in curves:
+        rows = [r for r in table if r['count']]
         ax.plot([r['mean_prob'] for r in rows], [r['frequency'] for r in rows], marker,
                 label=label)
-    ax.set_xlabel('predicted probability top-1 is right')
+    ax.set_xlabel('predicted probability the place is right')
     ax.set_ylabel('observed frequency')
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
@@ -98,28 +104,10 @@ def plot_reliability(result: EvalResult, path: Path) -> Path:
 
 
 def plot_track(result: EvalResult, path: Path) -> Path | None:
-    """Place along the drive: the true one, the single-frame top-1 and the published one."""
-    track = result.track
-    if not track or not len(track.get('published', [])):
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
-    frames = np.arange(len(track['published']))
-    known = track['true'] >= 0
-    ax.plot(frames[known], track['true'][known], '-', color='grey', lw=3, alpha=0.5,
-            label='true (closest map place)')
-    ax.plot(frames, track['single'], 'x', color='tab:orange', label='single-frame top-1')
-    filtered = result.summary.get('filter', 'none') != 'none'
-    if filtered:
-        ax.plot(frames, track['published'], '.-', color='tab:blue', lw=1,
-                label='sequence filter (published)')
-        outside = np.nan_to_num(track['outside_prob']) > 0.5
-        if outside.any():
-            ax.plot(frames[outside], track['published'][outside], 's', mfc='none',
-                    color='tab:red', label='filter: P(not in map) > 0.5')
-    ax.set_xlabel('frame (drive order)')
-    ax.set_ylabel('map place id')
-    return _finish(fig, ax, result, 'place along the drive', path)
+    """Draw the drive: published places (and single-frame top-1s) against the truth."""
+    summary = result.summary
+    return track_plot.plot_track(path, result.track, summary['threshold_m'],
+                                 _title(summary, 'published place along the drive'))
 
 
 def write_plots(result: EvalResult, out_dir: str | Path) -> list[Path]:
@@ -129,7 +117,7 @@ def write_plots(result: EvalResult, out_dir: str | Path) -> list[Path]:
     paths = [plot_recall(result, out / 'recall_at_n.png'),
              plot_precision_recall(result, out / 'confidence_pr.png'),
              plot_reliability(result, out / 'reliability.png')]
-    track = plot_track(result, out / 'place_track.png')
+    track = plot_track(result, out / 'track.png')
     if track is not None:
         paths.append(track)
     mosaic = failure_mosaic(result, out / 'wrong_top1_mosaic.png')

@@ -48,23 +48,28 @@ def format_table(summary: dict[str, Any]) -> str:
         f'{stage} {lat[stage]["mean_ms"]:.1f} / {lat[stage]["p90_ms"]:.1f}'
         for stage in ('extract', 'retrieve', 'rerank', 'total') if stage in lat))
     conf = summary['confidence']
-    ap = conf['average_precision']
-    lines.append(f'confidence ({conf["calibration"]}): ECE {summary["ece"]:.3f} '
-                 f'(uncalibrated {summary["ece_uncalibrated"]:.3f}), AP '
-                 f'{"n/a" if ap is None else f"{ap:.3f}"}, accepted at >= {conf["threshold"]:g}: '
-                 f'{conf["accepted_fraction"]:.2f}')
+    single = summary['single_frame']
     if summary.get('recall_filtered'):
         lines.append(f'{"filtered":10}' + ''.join(f'{v:8.3f}'
                                                   for v in summary['recall_filtered'].values())
                      + f'  (sequence filter, max speed {summary["max_speed_mps"]:g} m/s)')
-    if 'matched_fraction' in summary:
-        precision = summary['matched_precision']
-        outside = summary['outside_map']
-        lines.append(f'published: matched {summary["matched_fraction"]:.2f} of queries, '
-                     f'{"n/a" if precision is None else f"{precision:.3f}"} of them right; '
-                     f'ECE {summary["ece"]:.3f}'
-                     + ('' if summary.get('calibrated', True) else ' (raw score: uncalibrated '
-                        'for these settings)')
-                     + (f'; outside the map: {outside["num_queries"]} queries, matched '
-                        f'{outside["matched_fraction"]:.2f}' if outside['num_queries'] else ''))
+    lines.append(f'confidence ({conf["calibration"]}): ECE {summary["ece"]:.3f}, AP '
+                 f'{_number(conf["average_precision"])}'
+                 + ('' if summary.get('calibrated', True) else ' (raw score: uncalibrated for '
+                    'these settings)'))
+    if summary.get('filter', 'none') != 'none':
+        lines.append(f'single frame: ECE {single["ece"]:.3f} (uncalibrated '
+                     f'{single["ece_uncalibrated"]:.3f}), matched {single["matched_fraction"]:.2f}'
+                     f', {_number(single["matched_precision"])} of them right')
+    else:
+        lines[-1] += f' (uncalibrated score: ECE {single["ece_uncalibrated"]:.3f})'
+    outside = summary['outside_map']
+    lines.append(f'published: matched {summary["matched_fraction"]:.2f} of queries at >= '
+                 f'{conf["threshold"]:g}, {_number(summary["matched_precision"])} of them right'
+                 + (f'; outside the map: {outside["num_queries"]} queries, matched '
+                    f'{outside["matched_fraction"]:.2f}' if outside['num_queries'] else ''))
     return '\n'.join(lines)
+
+
+def _number(value: float | None) -> str:
+    return 'n/a' if value is None else f'{value:.3f}'

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from r2former_ros.core.geo.geotag import filter_fixes, geotag_images
-from r2former_ros.core.io import bags
+from r2former_ros.core.io import bag_open, bag_tracks, bags
 
 # Images geotagged per call: each call converts the fix track, so one call per image would cost
 # as much as decoding it on a long drive. Encoded messages are small enough to hold this many.
@@ -37,7 +37,7 @@ class GeotaggedImage:
         return f'{Path(self.record.bag_path).name}#{self.record.index}'
 
 
-def geotagged_bag_images(bag_paths: bags.Paths, image_topic: str, gps_topic: str,
+def geotagged_bag_images(bag_paths: bag_open.Paths, image_topic: str, gps_topic: str,
                          origin: tuple[float, float, float], max_gap_s: float = 1.0,
                          every: int = 1) -> tuple[Iterator[GeotaggedImage], dict[str, int]]:
     """
@@ -47,7 +47,7 @@ def geotagged_bag_images(bag_paths: bags.Paths, image_topic: str, gps_topic: str
     skipped, and only the images returned are decoded. The returned stats (images seen,
     skipped_no_gps, usable_fixes) fill up while the iterator is consumed.
     """
-    fixes = filter_fixes(bags.read_navsat(bag_paths, gps_topic))
+    fixes = filter_fixes(bag_tracks.read_navsat(bag_paths, gps_topic))
     stats = {'images': 0, 'skipped_no_gps': 0, 'usable_fixes': len(fixes)}
 
     def tagged(chunk: list[bags.EncodedImage]) -> Iterator[GeotaggedImage]:

@@ -5,8 +5,7 @@ Decoded (:func:`iter_images`), still encoded (:func:`iter_encoded_images`, for d
 threads) or only their stamps (:func:`iter_image_stamps`, for planning).
 
 Which inputs are accepted, how types resolve and which stamps are used is described in
-:mod:`.bag_open`; NavSatFix and pose topics are read by :mod:`.bag_tracks`. The names of both are
-re-exported here, so ``from r2former_ros.core.io import bags`` reaches every bag reader.
+:mod:`.bag_open`; NavSatFix and pose topics are read by :mod:`.bag_tracks`.
 """
 
 from __future__ import annotations
@@ -21,33 +20,16 @@ import numpy as np
 from rosbags.interfaces import Connection
 
 from r2former_ros.core.errors import ImageError
-from r2former_ros.core.io.bag_open import (  # noqa: F401 - re-exported for importers
+from r2former_ros.core.io.bag_open import (
     COMPRESSED_IMAGE_TYPE,
-    FAR_STAMP_NS,
-    IMAGE_TYPE,
     IMAGE_TYPES,
-    NAVSAT_TYPE,
-    ODOMETRY_TYPE,
-    POSE_COV_TYPE,
-    POSE_STAMPED_TYPE,
-    POSE_TYPES,
-    STAMP_SOURCES,
-    PathLike,
     Paths,
     Stamper,
-    TopicInfo,
     as_path_list,
     as_topics,
     check_requested,
-    count_messages,
-    list_topics,
     open_bag,
     read_messages,
-)
-from r2former_ros.core.io.bag_tracks import (  # noqa: F401 - re-exported for importers
-    read_navsat,
-    read_poses,
-    yaw_from_quaternion,
 )
 from r2former_ros.core.io.images import compressed_image_to_rgb, raw_image_to_rgb
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from r2former_ros.core.localize.confidence import ConfidenceModel
 from r2former_ros.core.localize.sequence_filter import ObservationModel
+from r2former_ros.core.localize.settings import LocalizerConfig
 
 MASS_CLIP = 1e-6  # posterior masses are clipped to [MASS_CLIP, 1 - MASS_CLIP] before the logit
 
@@ -49,6 +50,12 @@ class CalibrationSettings:
     ranking: str
     filter: str
     threshold_m: float
+
+    @classmethod
+    def running(cls, config: LocalizerConfig, backbone: str) -> CalibrationSettings:
+        """Return the settings a localizer with ``config`` and this backbone runs under."""
+        return cls(backbone, ranking_name(config.rerank_top_n), config.filter,
+                   float(config.threshold_m))
 
     def describe(self) -> str:
         return (f'backbone {self.backbone}, ranking {self.ranking}, filter {self.filter}, '
@@ -93,31 +100,19 @@ def stored_settings(block: dict[str, Any]) -> dict[str, Any]:
             'threshold_m': block.get('threshold_m'), 'filters': ['none']}
 
 
-def calibrated_settings(block: dict[str, Any] | None) -> list[str]:
-    """One line per calibrated setting combination (for `r2former map info`)."""
-    if not block or not block.get('weights'):
-        return []
-    settings = stored_settings(block)
-    filters = list(settings.get('filters') or ['none'])
-    if 'hmm' in filters and not FilteredConfidence.from_dict(block.get('filtered')):
-        filters.remove('hmm')
-    source = block.get('source') or {}
-    drive = source.get('drive') or source.get('kind') or 'map self-queries'
-    return [CalibrationSettings(str(settings.get('backbone')), str(settings.get('ranking')),
-                                name, float(settings.get('threshold_m') or 0.0)).describe()
-            + f' (fitted on {drive})' for name in filters]
-
-
 @dataclass
 class AppliedCalibration:
     """What the localizer uses: the single-frame model, the filter's models, and the verdict."""
 
-    single: ConfidenceModel
+    single: ConfidenceModel  # calibrated when single_calibrated, else the raw score
     filtered: FilteredConfidence | None
     observation: ObservationModel
-    calibrated: bool
+    calibrated: bool  # the published confidence (single frame or filtered) is calibrated
     mismatch: str | None = None  # why not calibrated (None when calibrated)
     info: dict[str, Any] = field(default_factory=dict)
+    # The single-frame confidence is calibrated (backbone, ranking and threshold match), whatever
+    # the filter: evaluation reports it under its own name beside a filtered confidence.
+    single_calibrated: bool = False
 
 
 def _mismatch(settings: dict[str, Any], running: CalibrationSettings) -> str | None:
@@ -138,26 +133,29 @@ def apply_calibration(block: dict[str, Any] | None,
     Decide what of a stored calibration applies to the running settings.
 
     The observation model of the filter is used whenever backbone and ranking match (it reads
-    scores, not the threshold); the confidence is calibrated only when all four settings match.
+    scores, not the threshold); the single-frame confidence is calibrated when the threshold
+    matches too and the block holds a single-frame fit; the published confidence is calibrated
+    when, besides, the running filter is one the block was fitted for.
     """
     raw = ConfidenceModel(threshold_m=running.threshold_m)
     if not block or not block.get('weights'):
         return AppliedCalibration(raw, None, ObservationModel(), False,
                                   'the map has no calibration')
     settings = stored_settings(block)
+    info = dict(block.get('info') or {})
     mismatch = _mismatch(settings, running)
     scores_match = mismatch is None or mismatch.startswith('threshold_m')
     observation = ObservationModel.from_dict(block.get('observation')) if scores_match \
         else ObservationModel()
-    filtered = FilteredConfidence.from_dict(block.get('filtered'))
-    if mismatch is None and running.filter not in (settings.get('filters') or ['none']):
-        mismatch = f'filter {"/".join(settings.get("filters") or ["none"])} ' \
-                   f'(running {running.filter})'
-    if mismatch is None and running.filter == 'hmm' and filtered is None:
-        mismatch = 'no filtered confidence was fitted (calibrate on a drive with --filter hmm)'
     if mismatch is not None:
         return AppliedCalibration(raw, None, observation, False,
-                                  f'calibration fitted for {mismatch}',
-                                  dict(block.get('info') or {}))
-    return AppliedCalibration(ConfidenceModel.from_dict(block, running.threshold_m), filtered,
-                              observation, True, None, dict(block.get('info') or {}))
+                                  f'calibration fitted for {mismatch}', info)
+    single = ConfidenceModel.from_dict(block, running.threshold_m)
+    filtered = FilteredConfidence.from_dict(block.get('filtered'))
+    filters = settings.get('filters') or ['none']
+    if running.filter not in filters:
+        mismatch = f'calibration fitted for filter {"/".join(filters)} (running {running.filter})'
+    elif running.filter == 'hmm' and filtered is None:
+        mismatch = 'no filtered confidence was fitted (calibrate on a drive with --filter hmm)'
+    return AppliedCalibration(single, filtered if mismatch is None else None, observation,
+                              mismatch is None, mismatch, info, single_calibrated=True)

@@ -7,7 +7,7 @@ Features (all cheap, computed per query):
 - `spatial_agreement`: fraction of the top-k places within the threshold distance of the best one
   (true revisits pull their neighbours up with them; a lucky false match stands alone).
 The calibrated model is p = sigmoid(w . features + b), fitted on the map itself (see
-`core.localize.calibration`); without a calibration the confidence is the plain top score,
+`core.calibration.self_calibration`); without a calibration the confidence is the plain top score,
 clipped to [0, 1], and is labelled uncalibrated.
 """
 

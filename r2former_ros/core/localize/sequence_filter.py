@@ -16,7 +16,7 @@ reranked, else cosines). Each place gets a likelihood ratio "the robot is here" 
 not in the map" (the outside state's ratio is 1): a log-linear function of its score and its gap
 to the top score for the top-K places, and one shared ``floor`` for every place outside the
 top-K. :class:`ObservationModel` holds the parameters; calibration fits them on a drive with GPS
-(:mod:`~r2former_ros.core.localize.drive_calibration`). When every score looks like nothing
+(:mod:`~r2former_ros.core.calibration.drive`). When every score looks like nothing
 matches, the ratios fall below 1 and the mass flows to "outside"; it flows back when scores
 recover. The query's own GPS is never read.
 
@@ -41,9 +41,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.localize.place_grid import PlaceGrid
+from r2former_ros.core.localize.settings import DEFAULT_MAX_SPEED_MPS
+from r2former_ros.core.types import NO_PLACE, FilterEstimate
 
-FILTERS = ('none', 'hmm')
-DEFAULT_MAX_SPEED_MPS = 20.0  # a car in town or any ground robot; see README for why
 MAX_LOG_RATIO = 30.0
 # Reaches wider than this many grid cells mean the filter has no idea where the robot is after
 # the gap: the belief becomes uniform instead of being spread over a large neighbourhood.
@@ -123,18 +123,6 @@ class ObservationModel:
             return cls()
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
-
-
-@dataclass(frozen=True)
-class FilterEstimate:
-    """What the filter says after one frame."""
-
-    place_id: int  # the place with the most posterior probability
-    confidence: float  # posterior mass within threshold_m of place_id
-    outside_prob: float  # posterior probability of "not in the map"
-    reach_m: float  # motion radius used for this frame (0 on the first frame)
-    num_active: int  # places carrying explicit mass after this frame
-    num_edges: int  # (place, neighbour) pairs the motion step visited
 
 
 class SequenceFilter:
@@ -272,8 +260,10 @@ class SequenceFilter:
         per_place_background = self._background / self.num_places
         if self._ids.size:
             place = int(self._ids[int(np.argmax(self._mass))])
-        else:
-            place = int(fallback[0]) if fallback.size else 0
+        elif fallback.size:
+            place = int(fallback[0])
+        else:  # a uniform belief and nothing retrieved: no place stands out
+            return NO_PLACE, 0.0
         radius = self.config.threshold_m
         near = self.grid.count_within(place, radius)
         d_e = self.grid.east[self._ids] - self.grid.east[place]

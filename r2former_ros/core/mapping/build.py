@@ -10,8 +10,8 @@ Pipeline, one module per step:
        leaves the old map or no map. ``append`` goes through :meth:`MapWriter.append`, which
        refuses another model.
     4. Calibrate the confidence model on the map's own images
-       (:mod:`r2former_ros.core.localize.calibration`); a failure there leaves the map usable
-       and uncalibrated.
+       (:mod:`r2former_ros.core.calibration.self_calibration`); a failure there leaves the map
+       usable and uncalibrated.
 
 Default keyframe spacing, ``DEFAULT_MIN_DISTANCE_M`` = 2 m: R2Former and VPR benchmarks count a
 match as correct within 25 m, and localization wants 10-25 m; a place every 2 m keeps several
@@ -28,8 +28,8 @@ from pathlib import Path
 import time
 from typing import Any
 
+from r2former_ros.core.calibration.self_calibration import calibrate_map
 from r2former_ros.core.errors import CheckpointError, R2FormerError
-from r2former_ros.core.localize.calibration import calibrate_map
 from r2former_ros.core.mapdb import MapWriter, map_info
 from r2former_ros.core.mapdb.schema import origin_lla
 from r2former_ros.core.mapping.extract import extract_places

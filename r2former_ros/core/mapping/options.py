@@ -15,7 +15,7 @@ from r2former_ros.core.io import folders as image_sources
 from r2former_ros.core.mapdb import LOCAL_FORMATS, MANIFEST_NAME
 from r2former_ros.core.mapdb.tuning import DEFAULT_TARGET_RECALL, DEFAULT_TOP_K, TuneSettings
 from r2former_ros.core.mapping.decode_pool import DEFAULT_DECODE_THREADS
-from r2former_ros.core.progress import terminal_bar
+from r2former_ros.core.progress import LineProgress, terminal_bar
 
 DEFAULT_MIN_DISTANCE_M = 2.0
 DEFAULT_MAX_GPS_GAP_S = 1.0
@@ -60,7 +60,7 @@ class BuildOptions:
     calibrate: bool = True
     # Map images used as self-calibration queries (evenly spread); each costs one rerank of
     # the top candidates, seconds on a CPU. Same default as
-    # localize.calibration.SELF_CALIBRATION_MAX_QUERIES (not imported: it pulls in torch).
+    # calibration.self_calibration.SELF_CALIBRATION_MAX_QUERIES (not imported: it pulls in torch).
     calibration_queries: int = 2000
     progress: bool = True
     backbone: str = 'r2former'
@@ -143,6 +143,6 @@ def tune_settings(opts: BuildOptions) -> TuneSettings:
                         budget_ms=opts.index_budget_ms)
 
 
-def progress_bar(opts: BuildOptions, **kwargs: Any) -> tqdm:
-    """Make a tqdm bar on stderr, off when not asked for or when stderr is not a terminal."""
+def progress_bar(opts: BuildOptions, **kwargs: Any) -> tqdm | LineProgress:
+    """Make progress on stderr unless not asked for: a bar on a terminal, else periodic lines."""
     return terminal_bar(opts.progress, smoothing=0.1, **kwargs)

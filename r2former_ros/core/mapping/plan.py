@@ -22,7 +22,7 @@ from r2former_ros.core.errors import BagError
 from r2former_ros.core.geo.coords import place_position
 from r2former_ros.core.geo.geotag import filter_fixes, geotag_images
 from r2former_ros.core.geo.keyframes import select_keyframes
-from r2former_ros.core.io import bags
+from r2former_ros.core.io import bag_open, bag_tracks, bags
 from r2former_ros.core.io import folders as image_sources
 from r2former_ros.core.mapping.options import BuildOptions, progress_bar
 from r2former_ros.core.types import PlacePosition
@@ -55,7 +55,7 @@ class Plan:
 def read_stamps(opts: BuildOptions) -> dict[str, list[bags.ImageStamp]]:
     """Image stamps of every bag, grouped by bag path in reading order."""
     topic = opts.image_topic or ''  # always set for bags: check_options ran first
-    total = bags.count_messages(opts.bags, topic)
+    total = bag_open.count_messages(opts.bags, topic)
     grouped: dict[str, list[bags.ImageStamp]] = {}
     with progress_bar(opts, total=total, unit='img', desc='reading stamps') as bar:
         for stamp in bags.iter_image_stamps(opts.bags, topic,
@@ -78,13 +78,13 @@ def plan_bags(opts: BuildOptions, origin: tuple[float, float, float] | None) -> 
         raise BagError(f'topic {opts.image_topic} has no messages in '
                        f'{", ".join(str(b) for b in opts.bags)}')
     gps_topic = opts.gps_topic or ''  # always set for bags: check_options ran first
-    fixes = bags.read_navsat(opts.bags, gps_topic, stamp_source=opts.stamp_source)
+    fixes = bag_tracks.read_navsat(opts.bags, gps_topic, stamp_source=opts.stamp_source)
     usable = filter_fixes(fixes)
     if len(usable) == 0:
         raise BagError(f'no usable GPS fix on {opts.gps_topic}: {len(fixes)} NavSatFix '
                        'message(s), none with status >= STATUS_FIX and a finite, non-(0, 0) '
                        'position')
-    poses = (bags.read_poses(opts.bags, opts.pose_topic, stamp_source=opts.stamp_source)
+    poses = (bag_tracks.read_poses(opts.bags, opts.pose_topic, stamp_source=opts.stamp_source)
              if opts.pose_topic else None)
     if origin is None:
         origin = (float(usable.lat[0]), float(usable.lon[0]), float(usable.alt[0]))
@@ -159,6 +159,6 @@ def plan_folder(opts: BuildOptions, origin: tuple[float, float, float] | None) -
     return Plan(origin, [source], places)
 
 
-def read_topics(paths: Sequence[str | os.PathLike[str]]) -> list[bags.TopicInfo]:
+def read_topics(paths: Sequence[str | os.PathLike[str]]) -> list[bag_open.TopicInfo]:
     """Topics, types and message counts of bags (for ``build_map --list-topics``)."""
-    return bags.list_topics(list(paths))
+    return bag_open.list_topics(list(paths))

@@ -150,3 +150,22 @@ def load_place_model(backbone: str | None = 'r2former',
                              precision, allow_random)
     return load_dinov2(str(checkpoint) if checkpoint else None, torch_device, input_hw,
                        num_local)
+
+
+def load_model_for_map(map_model: Mapping[str, Any], *, backbone: str | None = None,
+                       checkpoint: str | Path | None = None,
+                       input_hw: Sequence[int] | None = None, num_local: int | None = None,
+                       device: str = 'auto', precision: str = 'fp32') -> PlaceModel:
+    """
+    Load the place model a map was built with: the one function of every tool and the node.
+
+    Values left unset (None, '' or 0) come from the map's manifest ``model`` block (or
+    ``map_info``'s summary of it); a given value that contradicts the map is refused by
+    :func:`map_model_settings`, naming both. Goes through :func:`load_place_model`, so the
+    float math (TF32 off, reduced precision opt-in) is that of every other entry point.
+    """
+    settings = map_model_settings(map_model, backbone=backbone or None,
+                                  checkpoint=checkpoint or None, input_hw=input_hw or None,
+                                  num_local=num_local or None)
+    return load_place_model(settings.backbone, settings.checkpoint, device, settings.input_hw,
+                            settings.num_local, precision=precision)

@@ -15,6 +15,7 @@ from r2former_ros.core.evaluation import (
     recall_at_n,
     roc_auc,
 )
+from r2former_ros.core.localize.settings import LocalizerConfig
 
 CORRIDOR = Path(__file__).resolve().parents[3] / 'r2former_ros' / 'data' / 'demo' / 'corridor'
 
@@ -51,7 +52,7 @@ def test_confidence_ranking_metrics():
                     reason='bundled corridor subset not present')
 def test_vprbench_layout_on_corridor_subset():
     model = small_place_model(TINY_CONFIG)  # 64x96 input: seconds on 2 cores
-    settings = EvalSettings(rerank_top_n=5, max_queries=12)
+    settings = EvalSettings(LocalizerConfig(rerank_top_n=5), max_queries=12)
     result = evaluate_dataset(model, CORRIDOR, 'vprbench', settings)
     summary = result.summary
     assert summary['num_queries'] == 12 and summary['num_map_places'] == 60

@@ -35,7 +35,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from r2former_ros.core.errors import BagError, ConfigError, ImageError
 from r2former_ros.core.geo.geotag import geotag_images
 from r2former_ros.core.geo.keyframes import select_keyframes
-from r2former_ros.core.io import bags
+from r2former_ros.core.io import bag_open, bag_tracks, bags
 
 CAMERA = '/camera/image_raw'
 GPS = '/gps/fix'
@@ -51,7 +51,7 @@ def make_bag(tmp_path, storage, **kwargs):
 
 @pytest.mark.parametrize('storage', STORAGES)
 def test_list_topics_every_format(tmp_path, storage):
-    topics = bags.list_topics(make_bag(tmp_path, storage))
+    topics = bag_open.list_topics(make_bag(tmp_path, storage))
     assert [(t.name, t.msgtype) for t in topics] == [
         (CAMERA, IMAGE), (GPS, NAVSAT), (ODOM, 'nav_msgs/msg/Odometry')]
     assert topics[0].count == N_IMAGES and topics[1].count == topics[2].count > 2
@@ -67,13 +67,13 @@ def test_images_fixes_and_odometry_every_format(tmp_path, storage):
     for i, record in enumerate(records):
         np.testing.assert_array_equal(record.rgb, synthetic_rgb(i))
 
-    fixes = bags.read_navsat(bag, GPS)
+    fixes = bag_tracks.read_navsat(bag, GPS)
     assert np.all(np.diff(fixes.stamp_ns) > 0) and fixes.stamp_ns[0] < records[0].stamp_ns
     assert fixes.lat[1] == pytest.approx(48.137154) and fixes.alt[1] == pytest.approx(520.0)
     assert fixes.status.tolist() == [0] * len(fixes)
     assert fixes.covariance_type.tolist() == [2] * len(fixes)
 
-    poses = bags.read_poses(bag, ODOM)
+    poses = bag_tracks.read_poses(bag, ODOM)
     np.testing.assert_allclose(poses.yaw, math.pi / 4)
     np.testing.assert_allclose(poses.x, poses.y, atol=1e-9)
     assert poses.x[-1] > poses.x[0]
@@ -102,11 +102,12 @@ def test_several_bags_in_one_call_are_read_in_order(tmp_path):
     records = list(bags.iter_images([second, first], CAMERA))
     assert [(Path(r.bag_path).name, r.index) for r in records] == [
         ('b.bag', 0), ('b.bag', 1), ('a', 0), ('a', 1), ('a', 2)]
-    topics = {t.name: t.count for t in bags.list_topics([first, second])}
+    topics = {t.name: t.count for t in bag_open.list_topics([first, second])}
     assert topics[CAMERA] == 5
-    assert bags.count_messages([first, second], CAMERA) == 5
-    assert len(bags.read_navsat([first, second], GPS)) == len(bags.read_navsat(first, GPS)) + \
-        len(bags.read_navsat(second, GPS))
+    assert bag_open.count_messages([first, second], CAMERA) == 5
+    both = bag_tracks.read_navsat([first, second], GPS)
+    assert len(both) == len(bag_tracks.read_navsat(first, GPS)) + \
+        len(bag_tracks.read_navsat(second, GPS))
 
 
 def test_directory_without_metadata_reads_its_storage_file(tmp_path):
@@ -150,13 +151,13 @@ def test_corrupt_message_bytes_raise_bag_error(tmp_path):
 def test_bad_paths_raise_bag_error_naming_the_path(tmp_path, make, word):
     path = make(tmp_path)
     with pytest.raises(BagError, match=word) as info:
-        bags.list_topics(path)
+        bag_open.list_topics(path)
     assert str(path) in str(info.value)
 
 
 def test_empty_path_list_and_topic_list_raise():
     with pytest.raises(BagError, match='no bag'):
-        bags.list_topics([])
+        bag_open.list_topics([])
     with pytest.raises(BagError, match='no topic'):
         list(bags.iter_images('whatever', []))
 
@@ -174,9 +175,9 @@ def test_topic_of_the_wrong_type_is_refused(tmp_path):
     with pytest.raises(BagError, match='expected an image type'):
         list(bags.iter_images(bag, GPS))
     with pytest.raises(BagError, match='NavSatFix'):
-        bags.read_navsat(bag, CAMERA)
+        bag_tracks.read_navsat(bag, CAMERA)
     with pytest.raises(BagError, match='pose'):
-        bags.read_poses(bag, GPS)
+        bag_tracks.read_poses(bag, GPS)
 
 
 STATUS_MSG = 'string state\nfloat64[3] scores\nstring[] notes\n'
@@ -198,7 +199,7 @@ def test_unknown_and_broken_types_do_not_matter_unless_requested(tmp_path, stora
     with pytest.raises(Exception), AnyReader([bag]):  # noqa: B017 - documents why not AnyReader
         pass
     assert len(list(bags.iter_images(bag, CAMERA))) == 3
-    assert {t.name for t in bags.list_topics(bag)} >= {'/status', '/add/_service_event'}
+    assert {t.name for t in bag_open.list_topics(bag)} >= {'/status', '/add/_service_event'}
     with pytest.raises(BagError, match='my_pkg/msg/Status'):
         list(bags.iter_images(bag, '/status'))
 
@@ -216,7 +217,7 @@ def test_unknown_type_without_definition_gives_clear_error(tmp_path):
         '/odd', 'sensor_msgs/msg/NavSatFix', START_NS, b'junk')], storage='mcap')
     # A stock type name decodes with the stock definition; the junk bytes then fail cleanly.
     with pytest.raises(BagError, match='/odd'):
-        bags.read_navsat(bag, '/odd')
+        bag_tracks.read_navsat(bag, '/odd')
 
 
 def _snapshot(*directories):
@@ -234,8 +235,8 @@ def test_read_only_bags_stay_untouched(tmp_path, storage):
         for path in modes:
             path.chmod(stat.S_IMODE(modes[path]) & ~0o222)
         assert len(list(bags.iter_images(bag, CAMERA))) == N_IMAGES
-        assert len(bags.read_navsat(bag, GPS)) > 0
-        bags.list_topics(bag)
+        assert len(bag_tracks.read_navsat(bag, GPS)) > 0
+        bag_open.list_topics(bag)
     finally:
         for path, mode in modes.items():
             path.chmod(mode)
@@ -272,7 +273,7 @@ def test_far_header_stamps_are_used_with_one_warning(tmp_path, caplog):
 def test_unknown_stamp_source_is_a_config_error(tmp_path):
     bag = make_bag(tmp_path, 'sqlite3')
     with pytest.raises(ConfigError, match='stamp_source'):
-        bags.read_navsat(bag, GPS, stamp_source='gps')
+        bag_tracks.read_navsat(bag, GPS, stamp_source='gps')
 
 
 def test_images_are_decoded_lazily_and_bad_ones_can_be_skipped(tmp_path):
@@ -297,10 +298,10 @@ def test_pose_stamped_and_nav_sat_edge_values(tmp_path):
                                                      status=-1, covariance_type=0)),
     ]
     bag = write_rosbag2(tmp_path / 'p', messages, storage='mcap')
-    poses = bags.read_poses(bag, '/pose')
+    poses = bag_tracks.read_poses(bag, '/pose')
     assert (poses.x[0], poses.y[0], poses.z[0]) == (1.0, 2.0, 3.0)
     assert poses.yaw[0] == pytest.approx(-2.5)
-    fixes = bags.read_navsat(bag, GPS)
+    fixes = bag_tracks.read_navsat(bag, GPS)
     assert math.isnan(fixes.lat[0]) and fixes.status[0] == -1 and fixes.covariance_type[0] == 0
 
 
@@ -320,7 +321,8 @@ def test_bare_mcap_helper_leaves_no_directory(tmp_path):
 def test_bag_to_keyframes_pipeline(tmp_path):
     bag = write_drive_bag(tmp_path / 'drive', 'mcap', n_images=20, speed_mps=2.0)
     stamps = np.array([r.stamp_ns for r in bags.iter_images(bag, CAMERA)])
-    tags = geotag_images(stamps, bags.read_navsat(bag, GPS), poses=bags.read_poses(bag, ODOM))
+    tags = geotag_images(stamps, bag_tracks.read_navsat(bag, GPS),
+                         poses=bag_tracks.read_poses(bag, ODOM))
     assert tags.n_dropped == 0 and len(tags.image_index) == 20
     np.testing.assert_allclose(tags.heading, math.pi / 4)
     kept = select_keyframes(tags.stamp_ns, tags.east, tags.north, min_distance_m=0.9)

@@ -27,7 +27,7 @@ Method (run at the end of a map build, or later with :func:`calibrate_map`):
 This is the fallback. A map's own images are not a second drive: the true matches left after
 hiding the neighbourhood are views from farther away than a revisit's, so a calibration fitted
 on another drive of the route (``r2former calibrate``,
-:mod:`~r2former_ros.core.localize.drive_calibration`) is the one to trust.
+:mod:`~r2former_ros.core.calibration.drive`) is the one to trust.
 
 The expected calibration error (ECE) of the uncalibrated confidence (the clipped top score) and
 of the calibrated one is reported, in-sample and cross-validated in contiguous blocks of the
@@ -47,24 +47,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from r2former_ros.core import mapdb
-from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.localize.calibration_store import ranking_name
-from r2former_ros.core.localize.confidence import (
-    FEATURE_NAMES,
-    ConfidenceModel,
-    confidence_features,
-)
-from r2former_ros.core.localize.fitting import (  # noqa: F401 - re-exported for importers
+from r2former_ros.core.calibration.fitting import (
     CV_FOLDS,
-    L2_PENALTY,
     contiguous_folds,
     expected_calibration_error,
     fit_logistic,
     fit_observation_model,
     predict_logistic,
-    reliability_table,
 )
-from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
+from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.localize.calibration_store import ranking_name
+from r2former_ros.core.localize.confidence import FEATURE_NAMES, ConfidenceModel
+from r2former_ros.core.localize.localizer import Localizer
+from r2former_ros.core.localize.settings import LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase
 from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.progress import terminal_bar
@@ -147,17 +142,17 @@ def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshol
         dist = np.hypot(east - east[q], north - north[q])
         exclude = dist <= exclude_radius_m
         exclude[q] = True
-        ids, global_scores, rerank_scores, _ = localizer.rank(
-            np.asarray(database.global_desc[q], dtype=np.float32),
-            database.local_features([q])[0], exclude)
-        if ids.size == 0:
+        result = localizer.step(np.asarray(database.global_desc[q], dtype=np.float32),
+                                database.local_features([q])[0], exclude=exclude)
+        ranking, decision = result.ranking, result.decision
+        assert ranking is not None and decision is not None
+        if ranking.size == 0:
             skipped += 1
             continue
-        scores = rerank_scores if rerank_scores is not None else global_scores
-        top = ids[:len(scores)]
-        rows.append(confidence_features(scores, east[top], north[top], threshold_m))
-        labels.append(bool(dist[ids[0]] <= threshold_m))
-        cand_scores.append(np.asarray(scores, dtype=np.float64))
+        top = ranking.scored_ids
+        rows.append(decision.features)
+        labels.append(bool(dist[ranking.ids[0]] <= threshold_m))
+        cand_scores.append(np.asarray(ranking.scores, dtype=np.float64))
         cand_labels.append(dist[top] <= threshold_m)
         true_counts.append(int(np.sum((dist <= threshold_m) & ~exclude)))
     features = np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))

@@ -9,7 +9,7 @@ another lane) and of false matches, and how often the top place is right. On it 
    :mod:`~r2former_ros.core.localize.confidence`; label: the top place is within threshold_m of
    the frame's GPS position);
 2. the sequence filter's observation model (likelihood ratios from every ranked candidate,
-   :func:`~r2former_ros.core.localize.fitting.fit_observation_model`, with each frame also
+   :func:`~r2former_ros.core.calibration.fitting.fit_observation_model`, with each frame also
    seen as if the map did not cover it: its list without the places within threshold_m, so
    the filter learns what "not in the map" looks like) and its tempering (how
    much one frame's evidence counts: consecutive frames are not independent), chosen by the
@@ -36,30 +36,29 @@ import numpy as np
 from numpy.typing import NDArray
 
 from r2former_ros.core import mapdb
-from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.localize.calibration import fit_confidence
-from r2former_ros.core.localize.calibration_store import (
-    FilteredConfidence,
-    posterior_logit,
-    ranking_name,
-)
-from r2former_ros.core.localize.confidence import confidence_features
-from r2former_ros.core.localize.fitting import (
+from r2former_ros.core.calibration.fitting import (
     CV_FOLDS,
     contiguous_folds,
     expected_calibration_error,
     fit_observation_model,
     fit_platt,
 )
-from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
-from r2former_ros.core.localize.sequence_filter import (
-    FilterConfig,
-    FilterEstimate,
-    ObservationModel,
-    SequenceFilter,
+from r2former_ros.core.calibration.self_calibration import fit_confidence
+from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.localize.calibration_store import (
+    AppliedCalibration,
+    FilteredConfidence,
+    posterior_logit,
+    ranking_name,
 )
+from r2former_ros.core.localize.confidence import ConfidenceModel
+from r2former_ros.core.localize.decision import Decider
+from r2former_ros.core.localize.localizer import Localizer
+from r2former_ros.core.localize.sequence_filter import ObservationModel
+from r2former_ros.core.localize.settings import LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase
 from r2former_ros.core.places.base import PlaceModel
+from r2former_ros.core.types import NO_PLACE, FilterEstimate, LocalizationResult, Ranking
 
 TEMPERINGS = (0.25, 0.5, 1.0)
 MIN_FRAMES = 8
@@ -71,26 +70,31 @@ Progress = Callable[[str], Any]
 class DriveFrame:
     """One ranked frame of a drive with its ground truth (map ENU metres)."""
 
-    ids: NDArray[np.int64]  # ranked place ids that have a ranking score, best first
-    scores: NDArray[np.float64]  # their ranking scores (rerank when reranked, else cosine)
-    features: NDArray[np.float64]  # single-frame confidence features
+    ranking: Ranking  # the frame's retrieved places, best first
+    features: NDArray[np.float64]  # single-frame confidence features (from the step)
     east: float  # the frame's GPS position (label only)
     north: float
     stamp_s: float | None = None
     name: str = ''
 
+    @property
+    def ids(self) -> NDArray[np.int64]:
+        """The ranked places that have a ranking score, best first."""
+        return self.ranking.scored_ids
 
-def rank_frame(localizer: Localizer, query_global: NDArray[np.float32],
-               query_local: NDArray[np.float32], east: float, north: float,
-               stamp_s: float | None = None, name: str = '') -> DriveFrame:
-    """Rank one query and keep what calibration needs (no filter involved)."""
-    ids, global_scores, rerank_scores, _ = localizer.rank(query_global, query_local)
-    scores = rerank_scores if rerank_scores is not None else global_scores
-    scored = np.asarray(ids[:len(scores)], dtype=np.int64)
-    feats = confidence_features(scores, localizer._east[scored], localizer._north[scored],
-                                localizer.config.threshold_m)
-    return DriveFrame(scored, np.asarray(scores, dtype=np.float64), feats, float(east),
-                      float(north), stamp_s, name)
+    @property
+    def scores(self) -> NDArray[np.float64]:
+        """Their ranking scores (rerank when reranked, else cosine)."""
+        return np.asarray(self.ranking.scores, dtype=np.float64)
+
+
+def drive_frame(result: LocalizationResult, east: float, north: float,
+                stamp_s: float | None = None, name: str = '') -> DriveFrame:
+    """Keep what calibration needs from one step of a localizer (filter off) on a drive frame."""
+    if result.ranking is None or result.decision is None:
+        raise ConfigError('a drive frame needs the result of Localizer.step')
+    return DriveFrame(result.ranking, result.decision.features, float(east), float(north),
+                      stamp_s, name)
 
 
 def bag_drive_frames(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path],
@@ -104,28 +108,43 @@ def bag_drive_frames(localizer: Localizer, bag_paths: str | Path | Sequence[str 
                                          localizer.database.origin, max_gap_s, every)
     frames: list[DriveFrame] = []
     for image in images:
-        features = localizer.model.encode_rgb([image.record.rgb])
-        frames.append(rank_frame(localizer, features.global_desc[0], features.local_feats[0],
-                                 image.east, image.north, image.record.stamp_ns * 1e-9,
-                                 image.name))
+        stamp_s = image.record.stamp_ns * 1e-9
+        result, _ = localizer.localize_image(image.record.rgb, token_pairs=False,
+                                             stamp_s=stamp_s)
+        frames.append(drive_frame(result, image.east, image.north, stamp_s, image.name))
         if progress and len(frames) % 10 == 0:
             progress(f'{len(frames)} drive frames ranked')
     return frames, stats
 
 
 def run_filter(frames: Iterable[DriveFrame], east: NDArray[np.float64],
-               north: NDArray[np.float64], config: FilterConfig,
+               north: NDArray[np.float64], config: LocalizerConfig,
                observation: ObservationModel) -> list[FilterEstimate]:
-    """Run a fresh filter over the frames in order (stamps drive the motion bound)."""
-    filt = SequenceFilter(east, north, config, observation)
-    return [filt.update(f.ids, f.scores, f.stamp_s) for f in frames]
+    """
+    Replay the frames, in order, through a fresh decider with this observation model.
+
+    The filter runs exactly as the node runs it (stamps drive the motion bound); fitting reads
+    its raw estimate (the posterior mass before any Platt scaling).
+    """
+    uncalibrated = AppliedCalibration(ConfidenceModel(threshold_m=config.threshold_m), None,
+                                      observation, False)
+    decider = Decider(east, north, replace(config, filter='hmm'), uncalibrated)
+    estimates = []
+    for f in frames:
+        estimate = decider.decide(f.ranking, stamp_s=f.stamp_s).estimate
+        assert estimate is not None  # the decider filters
+        estimates.append(estimate)
+    return estimates
 
 
 def _labels(frames: Sequence[DriveFrame], places: NDArray[np.int64], east: NDArray[np.float64],
             north: NDArray[np.float64], threshold_m: float) -> NDArray[np.bool_]:
+    """Whether each frame's place is within threshold_m of its truth (no place: wrong)."""
     truth_e = np.array([f.east for f in frames])
     truth_n = np.array([f.north for f in frames])
-    return np.hypot(east[places] - truth_e, north[places] - truth_n) <= threshold_m
+    known = np.clip(places, 0, None)
+    near = np.hypot(east[known] - truth_e, north[known] - truth_n) <= threshold_m
+    return near & (places != NO_PLACE)
 
 
 def _frame_truth(frames: Sequence[DriveFrame], east: NDArray[np.float64],
@@ -170,8 +189,8 @@ def _log_loss(probs: NDArray[np.float64], labels: NDArray[np.bool_]) -> float:
 
 def _filtered_fit(frames: Sequence[DriveFrame], train: NDArray[np.bool_],
                   truth: tuple[list[NDArray[np.bool_]], NDArray[np.int64]],
-                  east: NDArray[np.float64], north: NDArray[np.float64], config: FilterConfig,
-                  tempering: float | None) -> dict[str, Any]:
+                  east: NDArray[np.float64], north: NDArray[np.float64],
+                  config: LocalizerConfig, tempering: float | None) -> dict[str, Any]:
     """Observation model and Platt scaling fitted on the ``train`` frames; filter run on all."""
     near, true_counts = truth
     chosen = np.flatnonzero(train).tolist()
@@ -199,12 +218,20 @@ def _filtered_fit(frames: Sequence[DriveFrame], train: NDArray[np.bool_],
 
 
 def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64],
-                          north: NDArray[np.float64], backbone: str, rerank_top_n: int,
-                          threshold_m: float, filter_name: str = 'hmm',
-                          max_speed_mps: float | None = None, drive: str | None = None,
+                          north: NDArray[np.float64], backbone: str, config: LocalizerConfig,
+                          drive: str | None = None,
                           folds: int = CV_FOLDS) -> tuple[dict[str, Any], dict[str, Any]]:
     """
-    Fit the single-frame and (with ``filter_name='hmm'``) the filtered confidence on a drive.
+    Fit the single-frame and (with ``config.filter == 'hmm'``) the filtered confidence.
+
+    Args:
+        frames: the drive's ranked frames, in time order.
+        east: (N,) the map places' ENU east.
+        north: (N,) their north.
+        backbone: the model's backbone name (stored with the settings).
+        config: the settings the node will run (ranking, threshold_m, filter, max_speed_mps).
+        drive: the drive's name (stored as the source).
+        folds: cross-validation folds (contiguous blocks of the drive).
 
     Returns:
         The manifest block (see :mod:`~r2former_ros.core.localize.calibration_store`) and a
@@ -212,13 +239,12 @@ def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64
     """
     if len(frames) < MIN_FRAMES:
         raise ConfigError(f'only {len(frames)} drive frames with GPS (need {MIN_FRAMES})')
-    if filter_name not in ('none', 'hmm'):
-        raise ConfigError(f"filter '{filter_name}' must be 'none' or 'hmm'")
+    config = config.validate()
+    filter_name, threshold_m, rerank_top_n = config.filter, config.threshold_m, \
+        config.rerank_top_n
     east = np.asarray(east, dtype=np.float64)
     north = np.asarray(north, dtype=np.float64)
-    config = (FilterConfig(threshold_m=threshold_m) if max_speed_mps is None else
-              FilterConfig(threshold_m=threshold_m, max_speed_mps=max_speed_mps)).validate()
-    top1 = np.array([f.ids[0] if f.ids.size else 0 for f in frames])
+    top1 = np.array([f.ranking.ids[0] if f.ranking.size else NO_PLACE for f in frames])
     single_labels = _labels(frames, top1, east, north, threshold_m)
     truth = _frame_truth(frames, east, north, threshold_m)
     truth_covered = truth[1] > 0
@@ -304,8 +330,6 @@ def calibrate_on_drive(map_dir: str | Path, place_model: PlaceModel,
         The report of :func:`fit_drive_calibration`, plus the bag's image counts.
     """
     config = (config or LocalizerConfig()).validate()
-    if config.rerank_top_n and not place_model.has_reranker:
-        config = replace(config, rerank_top_n=0)
     database = MapDatabase.open(map_dir)
     localizer = Localizer(place_model, database, replace(config, filter='none'),
                           ranking_only=True)
@@ -314,9 +338,9 @@ def calibrate_on_drive(map_dir: str | Path, place_model: PlaceModel,
     if not frames:
         raise ConfigError(f'no image of {image_topic} has a GPS position from {gps_topic} '
                           f'({stats})')
-    block, report = fit_drive_calibration(
-        frames, localizer._east, localizer._north, place_model.name, config.rerank_top_n,
-        config.threshold_m, config.filter, config.max_speed_mps, drive_name(bag_paths))
+    places = database.places
+    block, report = fit_drive_calibration(frames, places['east'], places['north'],
+                                          place_model.name, config, drive_name(bag_paths))
     report['bag_images'] = stats
     report['settings'] = block['settings']
     if write:

@@ -7,26 +7,24 @@ from model_factory import small_place_model
 import numpy as np
 import pytest
 
-from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.localize.calibration import (
+from r2former_ros.core.calibration.drive import DriveFrame, drive_frame, fit_drive_calibration
+from r2former_ros.core.calibration.fitting import (
+    contiguous_folds,
+    fit_observation_model,
+    fit_platt,
+)
+from r2former_ros.core.calibration.self_calibration import (
     calibrate_map,
     cross_validated_probs,
     even_subsample,
 )
-from r2former_ros.core.localize.calibration_store import (
-    CalibrationSettings,
-    apply_calibration,
-    calibrated_settings,
-)
-from r2former_ros.core.localize.drive_calibration import (
-    DriveFrame,
-    fit_drive_calibration,
-    rank_frame,
-)
-from r2former_ros.core.localize.fitting import contiguous_folds, fit_observation_model, fit_platt
-from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
+from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.localize.calibration_store import CalibrationSettings, apply_calibration
+from r2former_ros.core.localize.localizer import Localizer
 from r2former_ros.core.localize.sequence_filter import SequenceFilter
+from r2former_ros.core.localize.settings import LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase, write_calibration
+from r2former_ros.core.types import Ranking
 
 GLOBAL_ONLY = LocalizerConfig(rerank_top_n=0)
 
@@ -101,14 +99,16 @@ def synthetic_drive(num_places: int = 80, frames: int = 60, seed: int = 2):
         ids = np.argsort(-scores)[:20]
         top = scores[ids]
         feats = np.array([top[0], top[0] - top[1], 0.5])
-        drive.append(DriveFrame(ids, top, feats, east[truth] + 1.0, 1.0, float(t)))
+        drive.append(DriveFrame(Ranking(ids, top.astype(np.float32)), feats, east[truth] + 1.0,
+                                1.0, float(t)))
     return drive, east, north
 
 
 def test_drive_calibration_fits_both_confidences_and_names_its_settings():
     drive, east, north = synthetic_drive()
-    block, report = fit_drive_calibration(drive, east, north, 'r2former', 0, 25.0, 'hmm',
-                                          20.0, 'second_drive.bag')
+    config = LocalizerConfig(rerank_top_n=0, threshold_m=25.0, filter='hmm', max_speed_mps=20.0)
+    block, report = fit_drive_calibration(drive, east, north, 'r2former', config,
+                                          'second_drive.bag')
     assert block['settings'] == {'backbone': 'r2former', 'ranking': 'global',
                                  'threshold_m': 25.0, 'filters': ['none', 'hmm'],
                                  'max_speed_mps': 20.0}
@@ -118,23 +118,26 @@ def test_drive_calibration_fits_both_confidences_and_names_its_settings():
     # The filter beats single frames on this drive and both calibrated ECEs are reported.
     assert report['filtered']['top1_right'] > report['single']['top1_right']
     assert report['filtered']['ece_cv'] is not None and report['single']['ece_cv'] is not None
-    lines = calibrated_settings(block)
-    assert any('filter hmm' in line and 'second_drive.bag' in line for line in lines)
 
 
 def test_settings_mismatch_gives_raw_scores():
     drive, east, north = synthetic_drive()
-    block, _ = fit_drive_calibration(drive, east, north, 'r2former', 0, 25.0, 'none')
+    block, _ = fit_drive_calibration(drive, east, north, 'r2former',
+                                     LocalizerConfig(rerank_top_n=0, filter='none'))
     ok = apply_calibration(block, CalibrationSettings('r2former', 'global', 'none', 25.0))
-    assert ok.calibrated and ok.single.calibrated
+    assert ok.calibrated and ok.single.calibrated and ok.single_calibrated
     for running, what in (
             (CalibrationSettings('dinov2-s14', 'global', 'none', 25.0), 'backbone'),
             (CalibrationSettings('r2former', 'rerank_top_100', 'none', 25.0), 'ranking'),
-            (CalibrationSettings('r2former', 'global', 'none', 10.0), 'threshold_m'),
-            (CalibrationSettings('r2former', 'global', 'hmm', 25.0), 'filter')):
+            (CalibrationSettings('r2former', 'global', 'none', 10.0), 'threshold_m')):
         applied = apply_calibration(block, running)
         assert not applied.calibrated and not applied.single.calibrated
-        assert what in applied.mismatch
+        assert not applied.single_calibrated and what in applied.mismatch
+    # A filter the block was not fitted for: the published (filtered) confidence is raw, while
+    # the single-frame one, which does not depend on the filter, stays calibrated.
+    applied = apply_calibration(block, CalibrationSettings('r2former', 'global', 'hmm', 25.0))
+    assert not applied.calibrated and applied.filtered is None and 'filter' in applied.mismatch
+    assert applied.single_calibrated and applied.single.calibrated
 
 
 @pytest.fixture(scope='module')
@@ -159,39 +162,38 @@ def test_localizer_warns_once_and_says_uncalibrated(route_map, caplog):
     with caplog.at_level(logging.WARNING):
         matching = Localizer(model, database, GLOBAL_ONLY)
     assert not [r for r in caplog.records if 'raw score' in r.getMessage()]
-    result = matching.localize_features(features.global_desc[0], features.local_feats[0])
+    result = matching.step(features.global_desc[0], features.local_feats[0])
     assert result.calibrated
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         other = Localizer(model, database, LocalizerConfig(rerank_top_n=0, threshold_m=10.0))
-        results = [other.localize_features(features.global_desc[i], features.local_feats[i])
+        results = [other.step(features.global_desc[i], features.local_feats[i])
                    for i in range(3)]
     warnings = [r for r in caplog.records if 'raw score' in r.getMessage()]
     assert len(warnings) == 1 and 'threshold_m' in warnings[0].getMessage()
     assert not any(r.calibrated for r in results)
     # The raw score is the clipped top cosine.
-    ids, scores, _, _ = other.rank(features.global_desc[0], features.local_feats[0])
-    assert results[0].confidence == pytest.approx(min(max(float(scores[0]), 0.0), 1.0))
+    top = float(results[0].ranking.global_scores[0])
+    assert results[0].confidence == pytest.approx(min(max(top, 0.0), 1.0))
 
 
 def test_filtered_localizer_publishes_the_posterior_place(route_map):
     model, path, world = route_map
     database = MapDatabase.open(path)
-    localizer = Localizer(model, database, LocalizerConfig(rerank_top_n=0, filter='hmm',
-                                                           max_speed_mps=15.0))
-    drive = [rank_frame(localizer, *feats, float(world.query_east[i]), 0.0, float(i))
-             for i, feats in enumerate(zip(model.encode_rgb(world.query_images).global_desc,
-                                           model.encode_rgb(world.query_images).local_feats,
-                                           strict=True))]
-    block, _ = fit_drive_calibration(drive, localizer._east, localizer._north, model.name, 0,
-                                     25.0, 'hmm', 15.0, 'route queries')
-    write_calibration(path, block)
-    localizer = Localizer(model, MapDatabase.open(path),
-                          LocalizerConfig(rerank_top_n=0, filter='hmm', max_speed_mps=15.0))
-    assert localizer.calibrated
+    config = LocalizerConfig(rerank_top_n=0, filter='hmm', max_speed_mps=15.0)
+    single_frame = Localizer(model, database, GLOBAL_ONLY)
     features = model.encode_rgb(world.query_images)
-    results = [localizer.localize_features(features.global_desc[i], features.local_feats[i],
-                                           token_pairs=False, stamp_s=float(i))
+    drive = [drive_frame(single_frame.step(features.global_desc[i], features.local_feats[i]),
+                         float(world.query_east[i]), 0.0, float(i))
+             for i in range(len(world.query_images))]
+    places = database.places
+    block, _ = fit_drive_calibration(drive, places['east'], places['north'], model.name, config,
+                                     'route queries')
+    write_calibration(path, block)
+    localizer = Localizer(model, MapDatabase.open(path), config)
+    assert localizer.calibrated
+    results = [localizer.step(features.global_desc[i], features.local_feats[i],
+                              stamp_s=float(i))
                for i in range(len(world.query_images))]
     for result in results:
         assert result.filtered_best is not None and result.best is result.filtered_best
@@ -200,12 +202,11 @@ def test_filtered_localizer_publishes_the_posterior_place(route_map):
         scores = [c.global_score for c in result.candidates]
         assert scores == sorted(scores, reverse=True)
     localizer.reset_filter()
-    first = localizer.localize_features(features.global_desc[5], features.local_feats[5],
-                                        token_pairs=False, stamp_s=100.0)
+    first = localizer.step(features.global_desc[5], features.local_feats[5], stamp_s=100.0)
     assert first.filtered_best is not None
     # With the filter off, the contract's `best` is the top candidate.
     plain = Localizer(model, MapDatabase.open(path), GLOBAL_ONLY)
-    single = plain.localize_features(features.global_desc[5], features.local_feats[5])
+    single = plain.step(features.global_desc[5], features.local_feats[5])
     assert single.filtered_best is None and single.best is single.candidates[0]
 
 

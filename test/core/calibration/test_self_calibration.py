@@ -6,14 +6,11 @@ from model_factory import small_place_model
 import numpy as np
 import pytest
 
-from r2former_ros.core.localize.calibration import (
-    calibrate_map,
-    expected_calibration_error,
-    fit_confidence,
-    fit_logistic,
-)
+from r2former_ros.core.calibration.fitting import expected_calibration_error, fit_logistic
+from r2former_ros.core.calibration.self_calibration import calibrate_map, fit_confidence
 from r2former_ros.core.localize.confidence import ConfidenceModel
-from r2former_ros.core.localize.localizer import Localizer, LocalizerConfig
+from r2former_ros.core.localize.localizer import Localizer
+from r2former_ros.core.localize.settings import LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase
 
 # Random weights: the reranker is meaningless, the global descriptor matches nearby windows.
@@ -77,10 +74,10 @@ def test_calibration_on_route_map_lowers_ece_and_is_stored(route_map):
     assert stored.calibrated and stored.weights == pytest.approx(info['weights'])
     # The localizer picks the calibration up; confidences are probabilities.
     localizer = Localizer(model, MapDatabase.open(path), GLOBAL_ONLY)
-    assert localizer.confidence.calibrated
-    result = localizer.localize_features(MapDatabase.open(path).global_desc[3],
-                                         MapDatabase.open(path).local_features([3])[0])
-    assert 0.0 <= result.confidence <= 1.0
+    assert localizer.calibration.single.calibrated and localizer.calibrated
+    result = localizer.step(MapDatabase.open(path).global_desc[3],
+                            MapDatabase.open(path).local_features([3])[0])
+    assert result.calibrated and 0.0 <= result.confidence <= 1.0
 
 
 def test_exclusion_hides_the_neighbourhood(route_map):
