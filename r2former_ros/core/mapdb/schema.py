@@ -53,7 +53,7 @@ LOCAL_FORMATS = ('fp16', 'int8')
 MODEL_KEYS = ('backbone', 'checkpoint', 'checkpoint_sha256', 'input_hw', 'num_local',
               'global_dim', 'local_dim', 'patch_size')
 IDENTITY_KEYS = ('checkpoint_sha256', 'backbone', 'input_hw', 'num_local', 'global_dim',
-                 'local_dim', 'patch_size')
+                 'local_dim', 'patch_size', 'preprocessing')
 _INT_MODEL_KEYS = ('num_local', 'global_dim', 'local_dim', 'patch_size')
 
 PLACE_DTYPE = np.dtype([
@@ -188,6 +188,10 @@ def normalise_model(model: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def _identity_value(model: Mapping[str, Any], key: str) -> Any:
     value = model.get(key)
+    if key == 'preprocessing':  # the normalisation; 'resize' only describes it in words
+        value = value or {}
+        return {name: [round(float(v), 6) for v in value[name]]
+                for name in ('mean', 'std') if value.get(name) is not None} or None
     if key == 'input_hw' and value is not None:
         return [int(v) for v in value]
     if key in _INT_MODEL_KEYS and value is not None:
@@ -201,6 +205,8 @@ def compare_model(stored: Mapping[str, Any], expected: Mapping[str, Any], where:
         if key not in expected:
             continue
         have, want = _identity_value(stored, key), _identity_value(expected, key)
+        if key == 'preprocessing' and have is None:  # maps written before it was recorded
+            continue
         if have != want:
             raise MapError(f'{where}: map was built with {key}={have!r} but the model in use has '
                            f'{key}={want!r}; rebuild the map or use the matching model')

@@ -167,3 +167,27 @@ def test_eval_publishes_what_the_node_publishes(route, tmp_path):
                bag, '/camera/image_raw', tmp_path / 'result', progress=False,
                on_result=lambda record, result, *_: replayed.append(result.place_id))
     assert replayed == track['published']
+
+
+class _Relabelled:
+    """The same model reporting one identity field differently."""
+
+    def __init__(self, model, field, value):
+        self._model, self._field, self._value = model, field, value
+
+    def identity(self):
+        return {**self._model.identity(), self._field: self._value}
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+@pytest.mark.parametrize(('field', 'value'), [
+    ('patch_size', 14), ('preprocessing', {'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}),
+    ('checkpoint_sha256', 'f' * 64), ('num_local', 7)])
+def test_the_localizer_refuses_a_model_other_than_the_maps(route, field, value):
+    from r2former_ros.core.errors import MapError
+
+    model, path, _, _ = route
+    with pytest.raises(MapError, match=field):
+        Localizer(_Relabelled(model, field, value), MapDatabase.open(path), SINGLE)
