@@ -37,6 +37,7 @@ def drive_bag(path: Path, world, frames: range) -> Path:
     return write_rosbag2(path, messages, storage='sqlite3')
 
 
+@pytest.mark.slow
 def test_calibrate_then_eval(route, tmp_path, capsys):
     map_path, world = route
     drive = drive_bag(tmp_path / 'drive', world, range(len(world.query_images)))

@@ -5,10 +5,12 @@ import logging
 import re
 
 from model_factory import TINY_CONFIG
+import pytest
 
 from r2former_ros.cli.main import main
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.setenv('R2FORMER_CACHE', str(tmp_path / 'empty-cache'))
     monkeypatch.delenv('R2FORMER_CHECKPOINT', raising=False)

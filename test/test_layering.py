@@ -49,6 +49,7 @@ def test_core_file_imports_no_ros(path):
     assert not bad, f'{path} imports {bad}'
 
 
+@pytest.mark.slow
 def test_core_imports_with_ros_blocked():
     """Import every core module in a fresh interpreter where ROS packages cannot be found."""
     modules = sorted('r2former_ros.' + '.'.join(p.relative_to(PACKAGE).with_suffix('').parts)

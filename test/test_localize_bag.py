@@ -168,14 +168,12 @@ def test_result_messages_roundtrip_and_covariance() -> None:
 
 
 @pytest.fixture(scope='module')
-def dinov2_map(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny DINOv2 map of 3 corridor images and a query bag (skips without cached weights)."""
+def dinov2_map(tmp_path_factory: pytest.TempPathFactory, dinov2_cache: Path) -> tuple[Path, Path]:
+    """A tiny DINOv2 map of 3 corridor images and a query bag (the session's fetched weights)."""
     from r2former_ros.core.io.traverse_bag import GPS_TOPIC, bundled_corridor, write_traverse_bag
     from r2former_ros.core.mapping import BuildOptions, build_map
-    from r2former_ros.core.places.dinov2 import dinov2_available
+    from r2former_ros.core.places.dinov2_weights import cached_weights_path
 
-    if not dinov2_available():
-        pytest.skip('DINOv2 fallback weights are not cached (r2former weights fetch dinov2-s14)')
     root = tmp_path_factory.mktemp('dino')
     data = bundled_corridor()
     refs = sorted((data / 'ref').glob('*.jpg'))[:3]
@@ -185,6 +183,7 @@ def dinov2_map(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     build_map(BuildOptions(out=root / 'map', bags=[map_bag], image_topic=IMAGE_TOPIC,
                            gps_topic=GPS_TOPIC, all_frames=True, progress=False,
                            calibrate=False, backbone='dinov2-s14', input_hw=(112, 112),
+                           checkpoint=str(cached_weights_path(cache_dir=dinov2_cache)),
                            num_local=32, device='cpu'))
     return root / 'map', query_bag
 

@@ -64,6 +64,7 @@ def _fresh_python(code: str, **env: str) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.slow
 def test_entry_points_set_the_policy_and_threads_before_torch_loads():
     # `r2former` and `build_map` parse --threads and apply it before any verb imports torch;
     # torch, loaded afterwards, starts with that count and the passive wait policy.

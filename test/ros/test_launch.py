@@ -81,6 +81,7 @@ def ros2(*args: str, timeout: float = 120.0) -> str:
 
 
 @pytest.mark.launch_test
+@pytest.mark.slow  # a launch, lifecycle and service round trip: about 40 s on 2 cores
 @pytest.mark.skipif(bool(MISSING), reason=f'missing {" and ".join(MISSING)}')
 def generate_test_description():
     from map_factory import write_route_map

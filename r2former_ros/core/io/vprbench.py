@@ -13,7 +13,7 @@ only rebuilds plain numpy arrays, ints and lists, so a hostile file cannot run c
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 import importlib
 import os
@@ -148,26 +148,3 @@ def load_vprbench(root: str | os.PathLike[str]) -> VprBenchDataset:
     queries = _list_images(root / 'query')
     positives = load_ground_truth(root / GROUND_TRUTH_FILE, len(queries), len(refs))
     return VprBenchDataset(root, refs, queries, positives)
-
-
-def recall_at_k(ranked: NDArray[np.integer] | Sequence[Sequence[int]],
-                positives: Sequence[NDArray[np.int64]],
-                ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
-    """
-    Fraction of queries with a correct reference among their first K retrieved.
-
-    Args:
-        ranked: per query, reference indices best first (rows may be shorter than K).
-        positives: per query, the correct reference indices.
-        ks: the K values.
-    """
-    if len(ranked) != len(positives):
-        raise ConfigError(f'{len(ranked)} ranked lists for {len(positives)} queries')
-    if not positives:
-        return {int(k): 0.0 for k in ks}
-    first_hit = []
-    for row, pos in zip(ranked, positives, strict=True):
-        hits = np.flatnonzero(np.isin(np.asarray(row), pos))
-        first_hit.append(int(hits[0]) if hits.size else np.iinfo(np.int64).max)
-    first = np.asarray(first_hit)
-    return {int(k): float(np.mean(first < k)) for k in ks}

@@ -150,6 +150,7 @@ def test_without_the_filter_published_is_the_single_frame(route):
     assert summary['ece'] == pytest.approx(summary['single_frame']['ece'])
 
 
+@pytest.mark.slow
 def test_eval_and_localize_bag_json_agree_on_a_drive_leaving_the_map(route, tmp_path):
     from r2former_ros.cli.main import main
 

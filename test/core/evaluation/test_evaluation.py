@@ -50,6 +50,7 @@ def test_confidence_ranking_metrics():
 
 @pytest.mark.skipif(not (CORRIDOR / 'ground_truth_new.npy').is_file(),
                     reason='bundled corridor subset not present')
+@pytest.mark.slow
 def test_vprbench_layout_on_corridor_subset():
     model = small_place_model(TINY_CONFIG)  # 64x96 input: seconds on 2 cores
     settings = EvalSettings(LocalizerConfig(rerank_top_n=5), max_queries=12)

