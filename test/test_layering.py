@@ -68,3 +68,61 @@ def test_core_imports_with_ros_blocked():
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                             cwd=PACKAGE.parent, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+ARCHITECTURE = PACKAGE.parent / 'docs' / 'ARCHITECTURE.md'
+CORE = PACKAGE / 'core'
+
+
+def documented_layers() -> dict[str, int]:
+    """The layer table of docs/ARCHITECTURE.md: {sub-package: layer}."""
+    text = ARCHITECTURE.read_text(encoding='utf-8')
+    table = text.split('<!-- layers: begin -->')[1].split('<!-- layers: end -->')[0]
+    layers = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
+        if len(cells) == 2 and cells[0].isdigit():
+            layers.update({name.strip(): int(cells[0]) for name in cells[1].split(',')})
+    return layers
+
+
+def core_imports(path: Path) -> set[str]:
+    """The core sub-packages and top-level modules one file imports (its own excluded)."""
+    targets = set()
+    for module in imported_modules(path):
+        parts = module.split('.')
+        if parts[:2] == ['r2former_ros', 'core'] and len(parts) > 2:
+            targets.add(parts[2])
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):  # from r2former_ros.core import mapdb
+        if isinstance(node, ast.ImportFrom) and node.module == 'r2former_ros.core':
+            targets.update(alias.name for alias in node.names)
+    return targets
+
+
+def test_every_core_sub_package_has_a_layer():
+    packages = {p.name for p in CORE.iterdir() if p.is_dir() and (p / '__init__.py').exists()}
+    assert packages == set(documented_layers()), 'docs/ARCHITECTURE.md layer table is stale'
+
+
+@pytest.mark.parametrize('path', sorted(CORE.rglob('*.py')),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_core_dependencies_point_down(path):
+    layers = documented_layers()
+    relative = path.relative_to(CORE)
+    own = relative.parts[0] if len(relative.parts) > 1 else None
+    for target in core_imports(path) - {own}:
+        if target not in layers:  # a top-level module (errors, types, ...): always allowed
+            assert (CORE / f'{target}.py').is_file(), f'{path} imports unknown core.{target}'
+            continue
+        assert own is not None, f'top-level module {path.name} imports the sub-package {target}'
+        assert layers[target] < layers[own], \
+            f'{relative} (layer {layers[own]}) imports core.{target} (layer {layers[target]})'
+
+
+def test_the_rule_catches_an_upward_import(tmp_path):
+    layers = documented_layers()
+    assert layers['mapdb'] < layers['localize'] < layers['evaluation']
+    bad = tmp_path / 'reader.py'
+    bad.write_text('from r2former_ros.core.localize.localizer import Localizer\n')
+    assert core_imports(bad) == {'localize'}
