@@ -1,9 +1,10 @@
-"""The float math in force after each command loads its model: TF32 off, bf16/fp16 CUDA-only.
+"""The float math in force after each command loads its model, and where each precision runs.
 
 Every command (build_map, eval, localize-bag, demo) and the node load their model through
 `load_place_model`, which sets the process-wide flags. Each test first turns TF32 *on* (what a GPU
 build may default to, or what another library left behind), runs the command's own model-loading
-step, and stops it right after the load to read the flags.
+step, and stops it right after the load to read the flags. On the CPU, bf16 runs extraction where
+the CPU has native bf16 (AVX512_BF16/AMX) and is refused elsewhere; fp16 is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 from route_world import DRIVE_GPS_TOPIC, DRIVE_IMAGE_TOPIC, write_drive_bag
 import torch
 
+import r2former_ros.core.device as device_mod
 from r2former_ros.core.device import apply_precision
 import r2former_ros.core.places.factory as factory
 
@@ -125,48 +127,87 @@ ENTRY_POINTS = {'build_map': _build_map, 'eval': _eval, 'localize-bag': _localiz
                 'demo': _demo, 'node': _node}
 
 
-@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+@pytest.fixture
+def cpu_with_bf16(monkeypatch):
+    """Report native bf16 on this CPU (the commands only load here; nothing is computed)."""
+    monkeypatch.setattr(device_mod, 'cpu_flags', lambda: {'avx2', 'avx512_bf16'})
+
+
+@pytest.mark.parametrize('precision, autocast', [('fp32', None), ('bf16', torch.bfloat16)])
 @pytest.mark.parametrize('command', sorted(ENTRY_POINTS))
-def test_each_command_runs_true_fp32_math(command, precision, route_map, tmp_path,
-                                          stop_after_load):
+def test_each_command_runs_the_precision_it_was_given(command, precision, autocast, route_map,
+                                                      tmp_path, stop_after_load, cpu_with_bf16):
     _tf32_on()
     with pytest.raises(_Loaded) as loaded:
         ENTRY_POINTS[command](precision, route_map, tmp_path)
     assert _flags() == STRICT, f'{command} --precision {precision} leaves TF32 on'
     model = loaded.value.model
     assert model.device.type == 'cpu'
-    # reduced precision is CUDA-only, for extraction and reranking alike
-    assert model.autocast_dtype is None
+    assert model.autocast_dtype is autocast  # extraction
+    assert model.rerank_dtype is None  # reranking on the CPU stays fp32
 
 
-def test_apply_precision_chooses_autocast_on_cuda_only():
+@pytest.mark.parametrize('command', sorted(ENTRY_POINTS))
+def test_each_command_refuses_what_the_cpu_cannot_run(command, route_map, tmp_path,
+                                                      stop_after_load, monkeypatch, capsys):
+    from r2former_ros.core.errors import ConfigError
+
+    monkeypatch.setattr(device_mod, 'cpu_flags', lambda: {'avx2', 'avx512f'})  # no bf16
+    for precision, reason in (('bf16', 'needs native bf16 instructions'),
+                              ('fp16', 'runs on CUDA only')):
+        try:
+            ENTRY_POINTS[command](precision, route_map, tmp_path)
+        except ConfigError as err:  # the functions that call the loader directly
+            message = str(err)
+        else:  # the CLI mains (exit code 2): one line on stderr
+            message = capsys.readouterr().err.strip()
+            assert '\n' not in message
+        assert reason in message, (command, precision, message)
+
+
+def test_apply_precision_per_device(monkeypatch):
+    from r2former_ros.core.errors import ConfigError
+
     cuda, cpu = torch.device('cuda'), torch.device('cpu')
     _tf32_on()
     assert apply_precision('bf16', cuda) is torch.bfloat16
     assert apply_precision('fp16', cuda) is torch.float16
     assert apply_precision('fp32', cuda) is None
-    assert all(apply_precision(name, cpu) is None for name in ('fp32', 'bf16', 'fp16'))
+    assert device_mod.rerank_dtype(torch.bfloat16, cuda) is torch.bfloat16
+    monkeypatch.setattr(device_mod, 'cpu_flags', lambda: {'amx_bf16'})
+    assert apply_precision('bf16', cpu) is torch.bfloat16
+    assert apply_precision('fp32', cpu) is None
+    assert device_mod.rerank_dtype(torch.bfloat16, cpu) is None
+    with pytest.raises(ConfigError, match="'fp16' runs on CUDA only"):
+        apply_precision('fp16', cpu)
+    monkeypatch.setattr(device_mod, 'cpu_flags', lambda: {'avx512f', 'avx512_vnni'})
+    with pytest.raises(ConfigError, match="'bf16' on the CPU needs native bf16"):
+        apply_precision('bf16', cpu)
     assert _flags() == STRICT
 
 
 def test_unknown_precision_is_refused():
     from r2former_ros.core.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="precision 'tf32' must be one of fp32, bf16, fp16"):
+    with pytest.raises(ConfigError,
+                       match="precision 'tf32' must be one of fp32, bf16, fp16$"):
         factory.load_place_model('r2former', device='cpu', precision='tf32', input_hw=(64, 96),
                                  num_local=12)
 
 
-def test_bf16_on_cpu_reranks_exactly_like_fp32():
-    """Before, reranking applied bf16 on any device while extraction ignored it on CPU."""
+@pytest.mark.skipif(not device_mod.cpu_has_bf16(), reason='this CPU has no native bf16')
+def test_bf16_on_a_bf16_cpu_really_computes_in_bf16():
+    """Before, --precision bf16 on the CPU was accepted and silently ran fp32."""
     fp32 = small_place_model()
     bf16 = type(fp32)(fp32.model, fp32.weights_sha256, None, torch.device('cpu'),
                       precision='bf16')
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (128, 160, 3), dtype=np.uint8) for _ in range(3)]
-    features = fp32.encode_rgb(images)
-    np.testing.assert_array_equal(bf16.encode_rgb(images).local_feats, features.local_feats)
-    query, db = features.local_feats[0], features.local_feats[1:]
+    exact, reduced = fp32.encode_rgb(images), bf16.encode_rgb(images)
+    difference = np.abs(exact.global_desc - reduced.global_desc).max()
+    assert 0 < difference < 0.1  # bf16 rounding: changed, not broken
+    # reranking on the CPU stays fp32: same inputs, same scores
+    query, db = exact.local_feats[0], exact.local_feats[1:]
     np.testing.assert_array_equal(bf16.rerank(query, db), fp32.rerank(query, db))
 
 

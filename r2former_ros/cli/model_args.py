@@ -66,8 +66,9 @@ def add_model_arguments(parser: Any, backbone_choices: Sequence[str] = BACKBONE_
     parser.add_argument('--num-local', type=int, metavar='K',
                         help="local tokens per image (default: the backbone's, 500)")
     parser.add_argument('--precision', choices=PRECISION_CHOICES, default='fp32',
-                        help='fp32 (default), or opt-in bf16/fp16 on CUDA: faster, and may '
-                             'reorder nearly tied candidates (token selection stays fp32)')
+                        help='fp32 (default), or opt-in bf16 (CUDA, or a CPU with '
+                             'AVX512_BF16/AMX) or fp16 (CUDA): faster, and may reorder nearly '
+                             'tied candidates (token selection stays fp32)')
     # applied by each command's main() before torch runs anything (core.threads.apply_threads)
     parser.add_argument('--threads', type=parse_threads, default=0, metavar='N', help=THREADS_HELP)
 

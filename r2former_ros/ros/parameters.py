@@ -62,8 +62,9 @@ SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec('device', 'device', 'auto', "Inference device: 'auto', 'cpu', 'cuda[:N]'.",
                   True),
     ParameterSpec('precision', 'precision', 'fp32',
-                  "Model precision: 'fp32', or opt-in 'bf16'/'fp16' on CUDA (faster; may reorder "
-                  'nearly tied candidates).', True),
+                  "Model precision: 'fp32', or opt-in 'bf16' (CUDA, or a CPU with "
+                  "AVX512_BF16/AMX) or 'fp16' (CUDA): faster; may reorder nearly tied "
+                  'candidates.', True),
     ParameterSpec('threads', 'threads', 0,
                   'CPU threads for the model; 0: $OMP_NUM_THREADS if set, else half the cores '
                   '(at least 1), which stays fast when other processes share the CPU.', True,

@@ -25,9 +25,10 @@ export of the weights does (timm's dynamic-size path antialiases and differs).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 import math
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -192,10 +193,22 @@ class DinoV2ViTS14(nn.Module):
             x = block(x)
         return self.norm(x)
 
-    def forward(self, images: torch.Tensor) -> BackboneOutput:
-        x = self.embed(images)
-        for block in self.blocks[:-1]:
-            x = block(x)
+    def forward(self, images: torch.Tensor,
+                autocast_dtype: torch.dtype | None = None) -> BackboneOutput:
+        """
+        Run the network; ``autocast_dtype`` (opt-in bf16/fp16) covers blocks 0-10 only.
+
+        The last block, which ranks the patches (token selection) and gives the descriptors,
+        always runs in fp32, as R2Former's does.
+        """
+        context: AbstractContextManager[Any] = nullcontext()
+        if autocast_dtype is not None:
+            context = torch.autocast(device_type=images.device.type, dtype=autocast_dtype)
+        with context:
+            x = self.embed(images)
+            for block in self.blocks[:-1]:
+                x = block(x)
+        x = x.float()
         last = cast(_Block, self.blocks[-1])
         last_input = x
         cls_attention = last.attn.cls_attention(last.norm1(x)).sum(dim=1)[:, 1:]
@@ -253,15 +266,17 @@ class Dinov2Backbone:
         gh, gw = DinoV2ViTS14.grid_hw(height, width)
         return min(self.num_local, gh * gw)
 
-    def encode(self, images: torch.Tensor) -> ImageFeatures:
+    def encode(self, images: torch.Tensor,
+               autocast_dtype: torch.dtype | None = None) -> ImageFeatures:
         """
         Extract global and local features of normalised images (B, 3, H, W).
 
-        H and W must be multiples of 14 (normally ``input_hw``).
+        H and W must be multiples of 14 (normally ``input_hw``); ``autocast_dtype``: see
+        :meth:`DinoV2ViTS14.forward`.
         """
         with torch.inference_mode():
             images = images.to(self.device, torch.float32)
-            out = self.model(images)
+            out = self.model(images, autocast_dtype)
             height, width = int(images.shape[2]), int(images.shape[3])
             k = self.local_count(height, width)
             global_desc = F.normalize(out.cls, dim=-1)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # torch is imported by the backends; the interface itself sta
     import torch
 
 BACKBONES = ('r2former', 'dinov2-s14')
-# Names only: what each means (TF32 off, CUDA autocast dtype) is core.device.apply_precision.
+# Names only: what each means and where it runs is core.device.apply_precision.
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 CHECKPOINT_NAME = 'CVPR23_DeitS_Rerank.pth'
 

