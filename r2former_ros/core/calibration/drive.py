@@ -72,6 +72,7 @@ class DriveFrame:
 
     ranking: Ranking  # the frame's retrieved places, best first
     features: NDArray[np.float64]  # single-frame confidence features (from the step)
+    raw_confidence: float  # the uncalibrated single-frame confidence (from the step)
     east: float  # the frame's GPS position (label only)
     north: float
     stamp_s: float | None = None
@@ -93,8 +94,8 @@ def drive_frame(result: LocalizationResult, east: float, north: float,
     """Keep what calibration needs from one step of a localizer (filter off) on a drive frame."""
     if result.ranking is None or result.decision is None:
         raise ConfigError('a drive frame needs the result of Localizer.step')
-    return DriveFrame(result.ranking, result.decision.features, float(east), float(north),
-                      stamp_s, name)
+    return DriveFrame(result.ranking, result.decision.features, result.decision.raw_confidence,
+                      float(east), float(north), stamp_s, name)
 
 
 def bag_drive_frames(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path],
@@ -252,7 +253,8 @@ def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64
     info = {'method': 'drive with GPS', 'drive': drive, 'threshold_m': threshold_m,
             'backbone': backbone, 'ranking': 'rerank' if rerank_top_n else 'global',
             'rerank_top_n': int(rerank_top_n), 'num_outside_map': int((~truth_covered).sum())}
-    single = fit_confidence(features, single_labels, threshold_m, info)
+    raw = np.array([f.raw_confidence for f in frames])
+    single = fit_confidence(features, single_labels, raw, threshold_m, info)
     report: dict[str, Any] = {
         'drive': drive, 'num_frames': len(frames),
         'num_outside_map': int((~truth_covered).sum()),

@@ -115,14 +115,15 @@ def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshol
                         max_queries: int | None = SELF_CALIBRATION_MAX_QUERIES,
                         localizer_config: LocalizerConfig | None = None,
                         progress: bool = False
-                        ) -> tuple[NDArray[np.float64], NDArray[np.bool_], dict[str, Any]]:
+                        ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64],
+                                   dict[str, Any]]:
     """
     Query the map with its own images (neighbourhood hidden); return features, labels and stats.
 
     Returns:
         features (M, F), labels (M,) True when the best remaining place is within
-        ``threshold_m``, and stats: counts (queries used, skipped for want of candidates),
-        the ranking, and the sequence filter's observation model fitted on the same lists
+        ``threshold_m``, the uncalibrated confidence of each (M,), and stats: counts (queries
+        used, skipped for want of candidates), the ranking, and the sequence filter's observation model fitted on the same lists
         (``observation``, ``observation_fit``).
     """
     config = replace(localizer_config or LocalizerConfig(), threshold_m=threshold_m,
@@ -134,7 +135,7 @@ def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshol
     east = np.asarray(places['east'], dtype=np.float64)
     north = np.asarray(places['north'], dtype=np.float64)
     queries = even_subsample(database.num_places, max_queries)
-    rows, labels = [], []
+    rows, labels, raws = [], [], []
     cand_scores, cand_labels, true_counts = [], [], []
     skipped = 0
     for q in terminal_bar(progress, iterable=queries, desc='calibrating on map images',
@@ -151,6 +152,7 @@ def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshol
             continue
         top = ranking.scored_ids
         rows.append(decision.features)
+        raws.append(decision.raw_confidence)
         labels.append(bool(dist[ranking.ids[0]] <= threshold_m))
         cand_scores.append(np.asarray(ranking.scores, dtype=np.float64))
         cand_labels.append(dist[top] <= threshold_m)
@@ -168,13 +170,21 @@ def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshol
              'rerank_top_n': int(config.rerank_top_n),
              'retrieval_top_k': int(config.retrieval_top_k),
              'observation': observation.to_dict(), 'observation_fit': observation_fit}
-    return features, np.asarray(labels, dtype=bool), stats
+    return features, np.asarray(labels, dtype=bool), np.asarray(raws, dtype=np.float64), stats
 
 
 def fit_confidence(features: NDArray[np.float64], labels: NDArray[np.bool_],
-                   threshold_m: float, info: dict[str, Any] | None = None) -> ConfidenceModel:
+                   raw: NDArray[np.float64], threshold_m: float,
+                   info: dict[str, Any] | None = None) -> ConfidenceModel:
     """
     Fit the logistic confidence model, or return an uncalibrated one with the reason in its info.
+
+    Args:
+        features: (M, F) single-frame confidence features of each sample (from the step).
+        labels: (M,) whether the sample's top-1 is right.
+        raw: (M,) the uncalibrated confidence the step reported for each sample.
+        threshold_m: the distance that counts as right.
+        info: merged into the model's info.
 
     The info holds the sample counts, the fitted weights and the ECE before/after (in-sample
     and cross-validated in contiguous blocks where there are enough samples).
@@ -183,8 +193,9 @@ def fit_confidence(features: NDArray[np.float64], labels: NDArray[np.bool_],
     y = labels.astype(np.float64)
     n_true = int(labels.sum())
     n_false = int(labels.size - n_true)
-    uncal = ConfidenceModel(threshold_m=threshold_m)
-    raw = np.array([uncal.predict(row) for row in features]) if labels.size else np.zeros(0)
+    raw = np.asarray(raw, dtype=np.float64).reshape(-1)
+    if raw.size != labels.size:
+        raise ConfigError(f'{raw.size} raw confidences for {labels.size} labels')
     info.update({'num_samples': int(labels.size), 'num_true': n_true, 'num_false': n_false,
                  'ece_uncalibrated': expected_calibration_error(raw, y),
                  'ece_calibrated': None, 'ece_calibrated_cv': None,
@@ -232,11 +243,12 @@ def fit_map_calibration(database: MapDatabase, place_model: PlaceModel,
         else float(exclude_radius_m)
     if radius < 0:
         raise ConfigError(f'exclude_radius_m={radius} must be >= 0')
-    features, labels, stats = collect_map_samples(database, place_model, threshold_m, radius,
-                                                  max_queries, localizer_config, progress)
+    features, labels, raw, stats = collect_map_samples(database, place_model, threshold_m,
+                                                       radius, max_queries, localizer_config,
+                                                       progress)
     info = {'method': 'map self-queries, own neighbourhood excluded', 'threshold_m': threshold_m,
             'exclude_radius_m': radius, 'backbone': place_model.name, **stats}
-    return fit_confidence(features, labels, threshold_m, info)
+    return fit_confidence(features, labels, raw, threshold_m, info)
 
 
 def map_calibration_block(model: ConfidenceModel) -> dict[str, Any]:

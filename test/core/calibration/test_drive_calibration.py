@@ -99,8 +99,9 @@ def synthetic_drive(num_places: int = 80, frames: int = 60, seed: int = 2):
         ids = np.argsort(-scores)[:20]
         top = scores[ids]
         feats = np.array([top[0], top[0] - top[1], 0.5])
-        drive.append(DriveFrame(Ranking(ids, top.astype(np.float32)), feats, east[truth] + 1.0,
-                                1.0, float(t)))
+        drive.append(DriveFrame(Ranking(ids, top.astype(np.float32)), feats,
+                                float(np.clip(top[0], 0.0, 1.0)), east[truth] + 1.0, 1.0,
+                                float(t)))
     return drive, east, north
 
 

@@ -109,8 +109,9 @@ def test_fit_confidence_needs_both_classes():
     features = np.c_[np.linspace(0, 1, 20), np.zeros(20), np.zeros(20)]
     labels = np.zeros(20, dtype=bool)
     labels[0] = True
-    model = fit_confidence(features, labels, 25.0)
+    raw = features[:, 0]
+    model = fit_confidence(features, labels, raw, 25.0)
     assert not model.calibrated and 'need at least' in model.info['reason']
     labels[:10] = True
-    model = fit_confidence(features, labels, 25.0)
+    model = fit_confidence(features, labels, raw, 25.0)
     assert model.calibrated and model.info['ece_calibrated'] is not None
