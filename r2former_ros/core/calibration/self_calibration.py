@@ -123,8 +123,8 @@ def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshol
     Returns:
         features (M, F), labels (M,) True when the best remaining place is within
         ``threshold_m``, the uncalibrated confidence of each (M,), and stats: counts (queries
-        used, skipped for want of candidates), the ranking, and the sequence filter's observation model fitted on the same lists
-        (``observation``, ``observation_fit``).
+        used, skipped for want of candidates), the ranking, and the sequence filter's
+        observation model fitted on the same lists (``observation``, ``observation_fit``).
     """
     config = replace(localizer_config or LocalizerConfig(), threshold_m=threshold_m,
                      filter='none')
