@@ -115,6 +115,33 @@ def test_eval_checks_the_dataset_before_loading_a_model(tmp_path, capsys, monkey
     assert 'is not a map directory' in capsys.readouterr().err
 
 
+def test_eval_and_localize_bag_check_the_topics_before_loading_a_model(tmp_path, capsys,
+                                                                      monkeypatch):
+    from map_factory import write_route_map
+    from model_factory import small_place_model
+    from route_world import DRIVE_GPS_TOPIC, DRIVE_IMAGE_TOPIC, write_drive_bag
+
+    from r2former_ros.core.places import factory
+
+    map_path, world = write_route_map(tmp_path / 'map', small_place_model(), num_places=3)
+    bag = write_drive_bag(tmp_path / 'drive', world)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError('the model must not load for a bag without the topic')
+
+    monkeypatch.setattr(factory, 'load_place_model', no_model)
+    for command in (['eval', '--map', str(map_path), '--bag', str(bag), '--gps-topic',
+                     DRIVE_GPS_TOPIC, '--image-topic', '/camera/typo'],
+                    ['localize-bag', '--map', str(map_path), '--bag', str(bag), '--out',
+                     str(tmp_path / 'out'), '--image-topic', '/camera/typo'],
+                    ['eval', '--map', str(map_path), '--bag', str(bag), '--image-topic',
+                     DRIVE_IMAGE_TOPIC, '--gps-topic', '/gps/typo']):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert 'typo not in' in err and '\n' not in err
+    assert not (tmp_path / 'out').exists()
+
+
 def test_eval_prints_without_json(tmp_path, capsys):
     write_vg_dataset(tmp_path / 'ds', num_places=4)
     code = main(['eval', '--dataset', str(tmp_path / 'ds'), '--layout', 'vg', '--backbone',

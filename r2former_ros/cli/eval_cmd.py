@@ -71,17 +71,9 @@ def _check(args: argparse.Namespace) -> str:
     localizer_config(args)  # every localizer flag checked before the model loads
     check_new_outputs(json=args.json, plots=args.plots)
     if bag:
-        # The topics are checked before the model loads: a typo costs a second, not a minute.
-        from r2former_ros.core.io.bag_open import (  # noqa: PLC0415 - rosbags
-            IMAGE_TYPES,
-            NAVSAT_TYPE,
-            as_path_list,
-            check_requested,
-        )
+        from r2former_ros.core.io.bag_open import check_drive_topics  # noqa: PLC0415 - rosbags
 
-        paths = as_path_list(args.bag)
-        check_requested(paths, [args.image_topic], IMAGE_TYPES, 'an image type')
-        check_requested(paths, [args.gps_topic], [NAVSAT_TYPE], 'sensor_msgs/NavSatFix')
+        check_drive_topics(args.bag, args.image_topic, args.gps_topic)
     return 'dataset' if dataset else 'bag'
 
 

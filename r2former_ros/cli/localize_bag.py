@@ -51,19 +51,12 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of the verb."""
     _check(args)
     from r2former_ros.core.evaluation import replay  # noqa: PLC0415
-    from r2former_ros.core.io.bag_open import (  # noqa: PLC0415 - rosbags
-        IMAGE_TYPES,
-        NAVSAT_TYPE,
-        as_path_list,
-        check_requested,
-    )
+    from r2former_ros.core.io.bag_open import as_path_list, check_drive_topics  # noqa: PLC0415
     from r2former_ros.core.localize.localizer import Localizer  # noqa: PLC0415
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
 
     paths = as_path_list(args.bag)
-    check_requested(paths, [args.image_topic], IMAGE_TYPES, 'an image type')
-    if args.gps_topic:
-        check_requested(paths, [args.gps_topic], [NAVSAT_TYPE], 'sensor_msgs/NavSatFix')
+    check_drive_topics(paths, args.image_topic, args.gps_topic)  # before the model loads
     database = MapDatabase.open(args.map)
     model = load_model_for_map(args, database.manifest['model'])
     note_global_only(args, model.has_reranker)

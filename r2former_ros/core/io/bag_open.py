@@ -212,6 +212,21 @@ def check_requested(
         raise BagError(f'topic(s) {", ".join(missing)} not in {bags}; {_describe_topics(seen)}')
 
 
+def check_drive_topics(paths: Paths, image_topic: str, gps_topic: str | None = None) -> None:
+    """
+    Require a drive's image topic (Image or CompressedImage) and, if named, its NavSatFix topic.
+
+    Meant to run before a model loads, so a wrong topic costs a second, not a minute.
+
+    Raises:
+        BagError: a topic is absent or has another type; the message lists what the bags hold.
+    """
+    bags = as_path_list(paths)
+    check_requested(bags, [image_topic], IMAGE_TYPES, 'an image type')
+    if gps_topic:
+        check_requested(bags, [gps_topic], [NAVSAT_TYPE], 'sensor_msgs/NavSatFix')
+
+
 @functools.lru_cache(maxsize=2)
 def _default_store(ros1: bool) -> Any:
     """Stock typestore for bags without usable embedded definitions."""
