@@ -205,3 +205,30 @@ def test_localize_bag_takes_the_backbone_from_the_map(dinov2_map: tuple[Path, Pa
     err = capsys.readouterr().err.strip()
     assert 'backbone r2former' in err and 'backbone dinov2-s14' in err and '\n' not in err
     assert not (tmp_path / 'bad').exists()
+
+
+def test_an_interrupted_replay_leaves_nothing_and_a_rerun_works(route: tuple[Path, Any, Any],
+                                                                tmp_path: Path) -> None:
+    from r2former_ros.core.evaluation.replay import replay_bag
+    from r2former_ros.core.localize.localizer import Localizer
+    from r2former_ros.core.localize.settings import LocalizerConfig
+    from r2former_ros.core.mapdb import MapDatabase
+
+    map_path, world, model = route
+    localizer = Localizer(model, MapDatabase.open(map_path), LocalizerConfig(rerank_top_n=0))
+    bag = _input_bag(tmp_path / 'in', world)
+    out, table = tmp_path / 'out', tmp_path / 'r.csv'
+    seen = []
+
+    def ctrl_c_at_the_third_image(*_args: Any) -> None:
+        seen.append(1)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replay_bag(localizer, bag, IMAGE_TOPIC, out, table, progress=False,
+                   on_result=ctrl_c_at_the_third_image)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['in']  # no bag, CSV or partial file
+    summary = replay_bag(localizer, bag, IMAGE_TOPIC, out, table, progress=False)
+    assert summary['images'] == len(PLACES) and (out / 'metadata.yaml').is_file()
+    assert len(table.read_text().splitlines()) == 1 + len(PLACES)
