@@ -79,6 +79,9 @@ class FilterEstimate:
     reach_m: float  # motion radius used for this frame (0 on the first frame)
     num_active: int  # places carrying explicit mass after this frame
     num_edges: int  # (place, neighbour) pairs the motion step visited
+    # How the motion step predicted this frame: 'odometry', 'odometry ring', 'velocity',
+    # 'speed bound' (no odometry, no velocity estimate yet) or 'start' (the first frame).
+    motion: str = ''
 
 
 @dataclass(frozen=True)

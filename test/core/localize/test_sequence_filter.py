@@ -23,11 +23,11 @@ def line_world(num_places: int = 200) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frame(east: np.ndarray, position: float | None, rng: np.random.Generator, top_k: int = 20,
-          decoy_prob: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+          decoy_prob: float = 0.2, strength: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Top-K ids and scores: high near the truth, noise elsewhere, sometimes a far decoy."""
     scores = 0.3 + 0.05 * rng.standard_normal(east.size)
     if position is not None:
-        scores += 0.5 * np.exp(-((east - position) / 15.0) ** 2)
+        scores += strength * np.exp(-((east - position) / 15.0) ** 2)
     if rng.random() < decoy_prob:
         scores[rng.integers(east.size)] += 0.6
     order = np.argsort(-scores)[:top_k]
@@ -103,11 +103,15 @@ def test_dropped_frames_widen_the_reach():
     assert filt.update(ids, [0.8], stamp_s=1.0).reach_m == pytest.approx(15.0)
     # Three frames dropped: four seconds since the last one.
     assert filt.update(ids, [0.8], stamp_s=5.0).reach_m == pytest.approx(45.0)
-    # Odometry replaces the speed bound.
-    assert filt.update(ids, [0.8], stamp_s=6.0, odom_distance_m=2.0).reach_m == \
-        pytest.approx(7.0)
-    # Without stamps one nominal interval passes.
-    assert filt.update(ids, [0.8]).reach_m == pytest.approx(15.0)
+    # Odometry replaces the speed bound: a kernel at the distance travelled, 3 sigma wide
+    # (sigma = slack + 10% of the distance).
+    estimate = filt.update(ids, [0.8], stamp_s=6.0, odom_distance_m=2.0)
+    assert estimate.motion.startswith('odometry')
+    assert estimate.reach_m == pytest.approx(2.0 + 3 * (5.0 + 0.2))
+    # Without stamps one nominal interval passes (the velocity estimate, standing still, keeps
+    # a share of the speed bound).
+    estimate = filt.update(ids, [0.8])
+    assert estimate.motion == 'velocity' and estimate.reach_m == pytest.approx(15.0)
 
 
 def test_a_dropped_frame_lets_the_filter_follow_a_jump_it_would_otherwise_refuse():
@@ -182,3 +186,75 @@ def test_bad_input_is_refused():
     with pytest.raises(ConfigError, match='odom_distance_m'):
         filt.update([1], [0.5])
         filt.update([1], [0.5], odom_distance_m=-1.0)
+
+
+def drive_past_the_end(odometry: bool, seed: int = 6, frames_after: int = 12,
+                       velocity_doubt: float | None = None) -> tuple[list, int]:
+    """A map of 100 places 10 m apart; the drive runs 10 m/s along it and on past its end."""
+    east, north = line_world(100)
+    rng = np.random.default_rng(seed)
+    config = {} if velocity_doubt is None else {'velocity_doubt': velocity_doubt}
+    filt = SequenceFilter(east, north, FilterConfig(max_speed_mps=20.0, **config), OBSERVATION)
+    start, end = 60, 99
+    positions = [east[start] + SPACING_M * k for k in range(end - start + 1 + frames_after)]
+    estimates = []
+    for t, position in enumerate(positions):
+        # Past the end the images keep looking a little like the map's last place (the
+        # corridor goes on): weak evidence, but evidence "here", not "nowhere".
+        beyond = position > east[-1]
+        ids, scores = frame(east, min(position, east[-1]), rng, decoy_prob=0.0,
+                            strength=0.3 if beyond else 0.5)
+        estimates.append(filt.update(ids, scores, stamp_s=float(t),
+                                     odom_distance_m=SPACING_M if odometry and t else None))
+    return estimates, end - start
+
+
+def frames_to_leave(estimates: list, last_inside: int) -> int:
+    """Frames after the map's last place until P(not in the map) > 0.5 for good."""
+    after = [e.outside_prob > 0.5 for e in estimates[last_inside + 1:]]
+    for k in range(len(after)):
+        if all(after[k:]):
+            return k + 1
+    return len(after) + 1
+
+
+def test_driving_past_the_end_leaves_the_map_within_a_few_frames():
+    with_odometry, last = drive_past_the_end(odometry=True)
+    without, _ = drive_past_the_end(odometry=False)
+    # Inside the map the filter is sure; past the end it says so soon, faster with odometry.
+    assert max(e.outside_prob for e in with_odometry[5:last]) < 0.5
+    assert max(e.outside_prob for e in without[5:last]) < 0.5
+    # (A filter that only bounds the speed, as before odometry and the velocity estimate, parks
+    # on the last place: 6 frames here without odometry, 8 with it.)
+    assert frames_to_leave(with_odometry, last) <= 2
+    assert frames_to_leave(without, last) <= 3
+    parked, _ = drive_past_the_end(odometry=False, velocity_doubt=1.0)
+    assert frames_to_leave(parked, last) >= 5
+    # The velocity estimate learned the drive: 10 m/s east.
+    assert without[last].motion == 'velocity'
+
+
+def test_a_robot_that_stops_at_the_end_stays_in_the_map():
+    east, north = line_world(100)
+    rng = np.random.default_rng(7)
+    filt = SequenceFilter(east, north, FilterConfig(max_speed_mps=20.0), OBSERVATION)
+    route = list(range(80, 100)) + [99] * 10  # drives to the last place and stops there
+    estimates = []
+    for t, place in enumerate(route):
+        ids, scores = frame(east, east[place], rng, decoy_prob=0.0)
+        estimates.append(filt.update(ids, scores, stamp_s=float(t)))
+    stopped = estimates[22:]
+    assert all(abs(e.place_id - 99) <= 1 for e in stopped)
+    assert max(e.outside_prob for e in stopped) < 0.5
+
+
+def test_the_velocity_estimate_follows_the_drive_and_is_forgotten_on_reset():
+    east, north = line_world()
+    rng = np.random.default_rng(8)
+    filt = SequenceFilter(east, north, FilterConfig(max_speed_mps=20.0), OBSERVATION)
+    for t, place in enumerate(range(30, 50)):
+        filt.update(*frame(east, east[place], rng, decoy_prob=0.0), stamp_s=0.5 * t)
+    velocity = filt.velocity_mps
+    assert velocity is not None and velocity == pytest.approx([20.0, 0.0], abs=2.0)
+    filt.reset()
+    assert filt.velocity_mps is None
