@@ -28,6 +28,7 @@ from r2former_ros.cli.localizer_args import (
 )
 from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments, load_model_for_map
 from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.localize.settings import DEFAULT_TARGET_PRECISION
 
 
 def register(subparsers: Any) -> None:
@@ -42,8 +43,19 @@ def register(subparsers: Any) -> None:
     parser.add_argument('--image-topic', required=True, help='image topic of the drive')
     parser.add_argument('--gps-topic', required=True,
                         help='NavSatFix topic of the drive (labels only; never a filter input)')
+    parser.add_argument('--odom-topic',
+                        help='odometry of the drive (nav_msgs/Odometry or a pose topic): the '
+                             'filter is fitted reading it, and the calibration then holds for a '
+                             'node that reads odometry too (odom_topic:=)')
     # The settings the node will run: the calibration holds for these only.
     add_localizer_arguments(parser, filter_default='hmm')
+    parser.add_argument('--target-precision', type=float, default=DEFAULT_TARGET_PRECISION,
+                        metavar='P',
+                        help='the precision "matched" must keep: the lowest confidence '
+                             'threshold whose held-out precision on this drive reaches P with '
+                             'a 95%% lower bound for its size is stored, and the node and eval '
+                             'use it unless --confidence-threshold is set (default: '
+                             '%(default)s)')
     parser.add_argument('--every', type=int, default=1, help='use every N-th image')
     parser.add_argument('--dry-run', action='store_true',
                         help='fit and report, but do not write the manifest')
@@ -55,12 +67,17 @@ def register(subparsers: Any) -> None:
 def _check(args: argparse.Namespace) -> None:
     if args.every < 1:
         raise ConfigError(f'--every {args.every} must be >= 1')
+    if not 0.0 < args.target_precision < 1.0:
+        raise ConfigError(f'--target-precision {args.target_precision} must be in (0, 1)')
     localizer_config(args)
     if not (args.map_dir / 'manifest.json').is_file():
         raise ConfigError(f'{args.map_dir} is not a map directory (no manifest.json)')
     for bag in args.bag:
         if not bag.exists():
             raise ConfigError(f'bag {bag} does not exist')
+    from r2former_ros.core.io.bag_open import check_drive_topics  # noqa: PLC0415 - rosbags
+
+    check_drive_topics(args.bag, args.image_topic, args.gps_topic, args.odom_topic)
 
 
 def _ece(value: float | None) -> str:
@@ -87,6 +104,17 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{filtered['top1_right']:.3f}; ECE raw {_ece(filtered['ece_raw'])}, "
                      f"calibrated {_ece(filtered['ece_calibrated'])}, cross-validated "
                      f"{_ece(filtered['ece_cv'])}")
+    for name, point in (report.get('operating_points') or {}).items():
+        if point.get('threshold') is None:
+            continue
+        lines.append(f"operating point ({'filter' if name == 'hmm' else 'single frame'}): "
+                     f"threshold {point['threshold']:.3f} keeps precision "
+                     f"{point['precision']:.3f} on {point['frames']} held-out frames, at least "
+                     f"{point['certified_precision']:.3f} with 95% confidence, matching "
+                     f"{point['matched_fraction']:.0%}"
+                     + ('' if point['target_met'] else
+                        f" (target {point['target_precision']:g} not reachable on this drive: "
+                        'the most it certifies; record a longer drive for more)'))
     return '\n'.join(lines)
 
 
@@ -106,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
 
     report = calibrate_on_drive(args.map_dir, model, args.bag, args.image_topic, args.gps_topic,
                                 config, every=args.every, write=not args.dry_run,
-                                progress=progress)
+                                progress=progress, odom_topic=args.odom_topic,
+                                target_precision=args.target_precision)
     print(format_report(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

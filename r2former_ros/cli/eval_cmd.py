@@ -37,6 +37,9 @@ def register(subparsers: Any) -> None:
     source.add_argument('--bag', type=Path, nargs='+', help='query bag(s)')
     source.add_argument('--image-topic', help='query image topic')
     source.add_argument('--gps-topic', help='query NavSatFix topic (the ground truth)')
+    source.add_argument('--odom-topic',
+                        help="the bag's odometry (nav_msgs/Odometry or a pose topic): the "
+                             "sequence filter's motion step reads it, as the node's odom input")
     source.add_argument('--every', type=int, default=1, help='use every N-th bag image')
     add_model_arguments(parser, backbone_help=AUTO_BACKBONE_HELP + "; with --map: the map's")
     # The node's settings; with --filter hmm the queries are a drive: bag order, or file order.
@@ -73,7 +76,9 @@ def _check(args: argparse.Namespace) -> str:
     if bag:
         from r2former_ros.core.io.bag_open import check_drive_topics  # noqa: PLC0415 - rosbags
 
-        check_drive_topics(args.bag, args.image_topic, args.gps_topic)
+        check_drive_topics(args.bag, args.image_topic, args.gps_topic, args.odom_topic)
+    elif args.odom_topic:
+        raise ConfigError('--odom-topic needs a bag (--map, --bag): a dataset has no odometry')
     return 'dataset' if dataset else 'bag'
 
 
@@ -111,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = evaluation.evaluate_bag(model, args.map_dir, args.bag, args.image_topic,
                                          args.gps_topic, settings, every=args.every,
-                                         progress=progress)
+                                         progress=progress, odom_topic=args.odom_topic)
         _warn_in_sample(result.summary, args)
     if not model.has_reranker:
         # A global-only checkpoint (its loader already said reranking is unavailable): there is

@@ -53,14 +53,17 @@ def run(args: argparse.Namespace) -> int:
     from r2former_ros.core.evaluation import replay  # noqa: PLC0415
     from r2former_ros.core.io.bag_open import as_path_list, check_drive_topics  # noqa: PLC0415
     from r2former_ros.core.localize.localizer import Localizer  # noqa: PLC0415
+    from r2former_ros.core.localize.odometry import OdometryTrack  # noqa: PLC0415
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
 
     paths = as_path_list(args.bag)
-    check_drive_topics(paths, args.image_topic, args.gps_topic)  # before the model loads
+    check_drive_topics(paths, args.image_topic, args.gps_topic, args.odom_topic)  # model next
     database = MapDatabase.open(args.map)
     model = load_model_for_map(args, database.manifest['model'])
     note_global_only(args, model.has_reranker)
-    localizer = Localizer(model, database, localizer_config(args, model.has_reranker))
+    odometry = OdometryTrack.from_bag(paths, args.odom_topic) if args.odom_topic else None
+    localizer = Localizer(model, database, localizer_config(args, model.has_reranker),
+                          odometry=odometry)
     records: list[tuple[int, Any, float]] = []
 
     def keep(record: Any, result: Any, query_local: Any, decode_ms: float) -> None:
@@ -117,6 +120,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument('--csv', type=Path, help='also write a CSV, one row per image')
     parser.add_argument('--gps-topic',
                         help='NavSatFix topic of the bag: the truth --json scores against')
+    parser.add_argument('--odom-topic',
+                        help="the bag's odometry (nav_msgs/Odometry or a pose topic): the "
+                             "sequence filter's motion step reads it, as the node's odom input")
     parser.add_argument('--json', type=Path,
                         help='also score the results (recall, trust, latency; the keys of '
                              '`r2former eval --json`) and write them here; needs --gps-topic')

@@ -15,19 +15,24 @@ import sys
 from typing import Any
 
 from r2former_ros.core.errors import ConfigError
-from r2former_ros.core.localize.settings import FILTERS, LocalizerConfig
+from r2former_ros.core.localize.settings import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    FILTERS,
+    LocalizerConfig,
+)
 
 DEFAULTS = LocalizerConfig()
 
 
-def add_localizer_arguments(parser: Any, *, filter_default: str = 'none',
+def add_localizer_arguments(parser: Any, *, filter_default: str = DEFAULTS.filter,
                             result_top_k: bool = False) -> None:
     """
     Add the retrieval, decision and filter flags.
 
     Args:
         parser: an ArgumentParser or an argument group.
-        filter_default: the default of --filter ('hmm' for calibrate and the demo).
+        filter_default: the default of --filter ('hmm' for calibrate and the demo; else the
+            node's, 'auto').
         result_top_k: also add --result-top-k (tools whose output lists candidates).
     """
     parser.add_argument('--retrieval-top-k', type=int, metavar='K',
@@ -46,14 +51,15 @@ def add_localizer_arguments(parser: Any, *, filter_default: str = 'none',
                         help='a place within this distance is the same place: what the '
                              'confidence predicts and what counts as right (default: '
                              '%(default)s)')
-    parser.add_argument('--confidence-threshold', type=float,
-                        default=DEFAULTS.confidence_threshold, metavar='P',
-                        help='published as a match at or above this confidence (default: '
-                             '%(default)s)')
+    parser.add_argument('--confidence-threshold', type=float, metavar='P',
+                        help='published as a match at or above this confidence (default: the '
+                             "operating point the map's calibration chose for a stated "
+                             f'precision, else {DEFAULT_CONFIDENCE_THRESHOLD})')
     parser.add_argument('--filter', choices=list(FILTERS), default=filter_default,
                         help='hmm: a sequence filter over the map (images in time order; the '
                              "published place and confidence are the filter's); none: every "
-                             'image alone (default: %(default)s)')
+                             "image alone; auto: hmm when the map's calibration fitted the "
+                             'filter on a drive, else none (default: %(default)s)')
     parser.add_argument('--max-speed', type=float, default=DEFAULTS.max_speed_mps, metavar='V',
                         help="the filter's motion bound between frames, m/s "
                              '(default: %(default)s)')

@@ -101,6 +101,9 @@ class Decision:
     raw_confidence: float  # the uncalibrated single-frame score (clipped top score)
     features: NDArray[np.float64]  # the single-frame confidence features
     estimate: FilterEstimate | None = None  # the sequence filter's raw output (None: no filter)
+    odom_distance_m: float | None = None  # distance the filter's motion step took from odometry
+    odometry_problem: str | None = None  # why odometry was not used for this frame (if given)
+    sigma_m: float | None = None  # per-axis 1-sigma of the published position's error, metres
 
 
 @dataclass

@@ -44,6 +44,19 @@ class ParameterSpec:
     read_only: bool = False
     integer_range: tuple[int, int] | None = None
     float_range: tuple[float, float] | None = None
+    # ROS parameters cannot be null: this value (here below the range's meaningful part)
+    # stands for the dataclass's None.
+    unset: Any = None
+
+    def to_field(self, value: Any) -> Any:
+        """Return the dataclass value of a ROS value (the unset marker, or below, is None)."""
+        if self.unset is not None and value is not None and value <= self.unset:
+            return None
+        return value
+
+    def to_ros(self, value: Any) -> Any:
+        """Return the ROS value of a dataclass value (None is the unset marker)."""
+        return self.unset if value is None and self.unset is not None else value
 
 
 SPECS: tuple[ParameterSpec, ...] = (
@@ -87,13 +100,15 @@ SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec('result.top_k', 'localizer.result_top_k', LOCALIZER.result_top_k,
                   'Candidates reported per result and drawn as markers (<= retrieval.top_k).',
                   integer_range=(1, MAX_TOP_K)),
-    ParameterSpec('confidence_threshold', 'localizer.confidence_threshold',
-                  LOCALIZER.confidence_threshold,
-                  'Confidence at or above which a result is a match (fix and pose published).',
-                  float_range=(0.0, 1.0)),
+    ParameterSpec('confidence_threshold', 'localizer.confidence_threshold', -1.0,
+                  'Confidence at or above which a result is a match (fix and pose published); '
+                  "-1: the operating point the map's drive calibration chose for a stated "
+                  'precision (`r2former calibrate --target-precision`), else 0.5.',
+                  float_range=(-1.0, 1.0), unset=-1.0),
     ParameterSpec('filter', 'localizer.filter', LOCALIZER.filter,
-                  f"Sequence filter over the map's places: {' | '.join(FILTERS)} (changing it, or "
-                  'any localizer parameter, restarts the filter).'),
+                  f"Sequence filter over the map's places: {' | '.join(FILTERS)}; auto (default): "
+                  "hmm when the map's calibration fitted the filter on a drive, else none "
+                  '(changing it, or any localizer parameter, restarts the filter).'),
     ParameterSpec('filter.max_speed_mps', 'localizer.max_speed_mps', LOCALIZER.max_speed_mps,
                   "The sequence filter's motion bound, metres per second.",
                   float_range=(0.01, 1000.0)),
@@ -188,18 +203,19 @@ class NodeParameters:
         kwargs: dict[str, Any] = {}
         localizer: dict[str, Any] = {}
         for name, value in values.items():
-            attribute = by_name[name].attribute
+            spec = by_name[name]
+            attribute = spec.attribute
             if attribute.startswith(LOCALIZER_PREFIX):
-                localizer[attribute[len(LOCALIZER_PREFIX):]] = value
+                localizer[attribute[len(LOCALIZER_PREFIX):]] = spec.to_field(value)
             else:
-                kwargs[attribute] = value
+                kwargs[attribute] = spec.to_field(value)
         return cls(**kwargs, localizer=replace(LOCALIZER, **localizer)).validate()
 
     def value(self, spec: ParameterSpec) -> Any:
         """Return the value of one parameter."""
         if spec.attribute.startswith(LOCALIZER_PREFIX):
-            return getattr(self.localizer, spec.attribute[len(LOCALIZER_PREFIX):])
-        return getattr(self, spec.attribute)
+            return spec.to_ros(getattr(self.localizer, spec.attribute[len(LOCALIZER_PREFIX):]))
+        return spec.to_ros(getattr(self, spec.attribute))
 
 
 def descriptor(spec: ParameterSpec) -> ParameterDescriptor:

@@ -38,15 +38,18 @@ from numpy.typing import NDArray
 from r2former_ros.core import mapdb
 from r2former_ros.core.calibration.fitting import (
     CV_FOLDS,
+    choose_operating_point,
     contiguous_folds,
     expected_calibration_error,
     fit_observation_model,
     fit_platt,
+    predict_logistic,
 )
-from r2former_ros.core.calibration.self_calibration import fit_confidence
+from r2former_ros.core.calibration.self_calibration import cross_validated_probs, fit_confidence
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.localize.calibration_store import (
     AppliedCalibration,
+    ErrorModel,
     FilteredConfidence,
     posterior_logit,
     ranking_name,
@@ -54,8 +57,9 @@ from r2former_ros.core.localize.calibration_store import (
 from r2former_ros.core.localize.confidence import ConfidenceModel
 from r2former_ros.core.localize.decision import Decider
 from r2former_ros.core.localize.localizer import Localizer
+from r2former_ros.core.localize.odometry import OdometryTrack
 from r2former_ros.core.localize.sequence_filter import ObservationModel
-from r2former_ros.core.localize.settings import LocalizerConfig
+from r2former_ros.core.localize.settings import DEFAULT_TARGET_PRECISION, LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase
 from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.types import NO_PLACE, FilterEstimate, LocalizationResult, Ranking
@@ -77,6 +81,7 @@ class DriveFrame:
     north: float
     stamp_s: float | None = None
     name: str = ''
+    odom_distance_m: float | None = None  # odometry since the previous frame (None: without)
 
     @property
     def ids(self) -> NDArray[np.int64]:
@@ -95,7 +100,7 @@ def drive_frame(result: LocalizationResult, east: float, north: float,
     if result.ranking is None or result.decision is None:
         raise ConfigError('a drive frame needs the result of Localizer.step')
     return DriveFrame(result.ranking, result.decision.features, result.decision.raw_confidence,
-                      float(east), float(north), stamp_s, name)
+                      float(east), float(north), stamp_s, name, result.decision.odom_distance_m)
 
 
 def bag_drive_frames(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path],
@@ -129,10 +134,13 @@ def run_filter(frames: Iterable[DriveFrame], east: NDArray[np.float64],
     """
     uncalibrated = AppliedCalibration(ConfidenceModel(threshold_m=config.threshold_m), None,
                                       observation, False)
-    decider = Decider(east, north, replace(config, filter='hmm'), uncalibrated)
+    # The decision's threshold does not matter here: fitting reads the raw estimate.
+    decider = Decider(east, north, replace(config, filter='hmm', confidence_threshold=0.5),
+                      uncalibrated)
     estimates = []
     for f in frames:
-        estimate = decider.decide(f.ranking, stamp_s=f.stamp_s).estimate
+        estimate = decider.decide(f.ranking, stamp_s=f.stamp_s,
+                                  odom_distance_m=f.odom_distance_m).estimate
         assert estimate is not None  # the decider filters
         estimates.append(estimate)
     return estimates
@@ -220,8 +228,9 @@ def _filtered_fit(frames: Sequence[DriveFrame], train: NDArray[np.bool_],
 
 def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64],
                           north: NDArray[np.float64], backbone: str, config: LocalizerConfig,
-                          drive: str | None = None,
-                          folds: int = CV_FOLDS) -> tuple[dict[str, Any], dict[str, Any]]:
+                          drive: str | None = None, folds: int = CV_FOLDS,
+                          target_precision: float = DEFAULT_TARGET_PRECISION
+                          ) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     Fit the single-frame and (with ``config.filter == 'hmm'``) the filtered confidence.
 
@@ -233,16 +242,21 @@ def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64
         config: the settings the node will run (ranking, threshold_m, filter, max_speed_mps).
         drive: the drive's name (stored as the source).
         folds: cross-validation folds (contiguous blocks of the drive).
+        target_precision: the precision "matched" must keep: the operating point stored for
+            each confidence is the lowest threshold whose held-out precision on this drive,
+            with a 95% Wilson lower bound for its size, reaches it.
 
     Returns:
         The manifest block (see :mod:`~r2former_ros.core.localize.calibration_store`) and a
-        report: frames, top-1 accuracy and ECE (raw, in-sample, cross-validated) of each.
+        report: frames, top-1 accuracy and ECE (raw, in-sample, cross-validated) of each, and
+        the operating points.
     """
     if len(frames) < MIN_FRAMES:
         raise ConfigError(f'only {len(frames)} drive frames with GPS (need {MIN_FRAMES})')
     config = config.validate()
-    filter_name, threshold_m, rerank_top_n = config.filter, config.threshold_m, \
-        config.rerank_top_n
+    # 'auto' calibrates the filter: that is what makes 'auto' turn it on.
+    filter_name = 'none' if config.filter == 'none' else 'hmm'
+    threshold_m, rerank_top_n = config.threshold_m, config.rerank_top_n
     east = np.asarray(east, dtype=np.float64)
     north = np.asarray(north, dtype=np.float64)
     top1 = np.array([f.ranking.ids[0] if f.ranking.size else NO_PLACE for f in frames])
@@ -284,6 +298,23 @@ def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64
             'ece_cv': expected_calibration_error(held_out, fit['labels']),
             'platt': filtered.to_dict()}
     report['filtered'] = filtered_report
+    single_cv = cross_validated_probs(features, single_labels.astype(np.float64), folds)
+    operating_points = {'none': choose_operating_point(
+        single_cv if single_cv is not None else
+        predict_logistic(np.asarray(single.weights or [0.0] * features.shape[1]), single.bias,
+                         features), single_labels, target_precision)}
+    published = top1
+    published_right = single_labels
+    if filter_name == 'hmm':
+        operating_points['hmm'] = choose_operating_point(held_out, fit['labels'],
+                                                         target_precision)
+        published, published_right = fit['places'], fit['labels']
+    for name, point in operating_points.items():
+        point['basis'] = 'cross-validated' if name == 'hmm' or single_cv is not None \
+            else 'in-sample'
+    report['operating_points'] = operating_points
+    error_model = fit_error_model(frames, published, published_right, east, north, threshold_m)
+    report['error_model'] = error_model.to_dict()
     report['observation'] = fit['observation'].to_dict()
     report['observation_fit'] = fit['observation_fit']
     filters = ['none', 'hmm'] if filter_name == 'hmm' and single.calibrated else \
@@ -291,14 +322,43 @@ def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64
     block = {**single.to_dict(),
              'settings': {'backbone': backbone, 'ranking': ranking_name(rerank_top_n),
                           'threshold_m': float(threshold_m), 'filters': filters,
-                          'max_speed_mps': config.max_speed_mps},
+                          'max_speed_mps': config.max_speed_mps,
+                          'odometry': any(f.odom_distance_m is not None for f in frames)},
              'source': {'kind': 'drive', 'drive': drive},
              'observation': fit['observation'].to_dict(),
              'filtered': filtered.to_dict() if filtered is not None else None,
              'ece_cv': {'single': report['single']['ece_cv'],
                         'filtered': filtered_report['ece_cv'] if filtered_report else None,
-                        'folds': folds, 'split': 'contiguous blocks'}}
+                        'folds': folds, 'split': 'contiguous blocks'},
+             'operating_points': operating_points,
+             'error_model': error_model.to_dict()}
     return block, report
+
+
+def fit_error_model(frames: Sequence[DriveFrame], places: NDArray[np.int64],
+                    right: NDArray[np.bool_], east: NDArray[np.float64],
+                    north: NDArray[np.float64], threshold_m: float) -> ErrorModel:
+    """
+    Per-axis spread of the published places' errors on the drive: right ones and wrong ones.
+
+    The RMS of each class divided by sqrt(2) (two axes); a class the drive never saw keeps the
+    default (``ErrorModel.default``), and wrong matches never spread less than right ones.
+    """
+    default = ErrorModel.default(threshold_m)
+    known = places != NO_PLACE
+    if not known.any():
+        return default
+    index = np.clip(places, 0, None)
+    error = np.hypot(east[index] - np.array([f.east for f in frames]),
+                     north[index] - np.array([f.north for f in frames]))
+
+    def spread(mask: NDArray[np.bool_], fallback: float) -> float:
+        chosen = error[mask & known]
+        return float(np.sqrt(np.mean(chosen ** 2) / 2.0)) if chosen.size else fallback
+
+    sigma_right = max(spread(right, default.sigma_right_m), 1e-3)
+    sigma_wrong = max(spread(~right, default.sigma_wrong_m), sigma_right)
+    return ErrorModel(sigma_right, sigma_wrong, True)
 
 
 def drive_name(bag_paths: str | Path | Sequence[str | Path]) -> str:
@@ -311,7 +371,9 @@ def calibrate_on_drive(map_dir: str | Path, place_model: PlaceModel,
                        bag_paths: str | Path | Sequence[str | Path], image_topic: str,
                        gps_topic: str, config: LocalizerConfig | None = None, every: int = 1,
                        max_gap_s: float = 1.0, write: bool = True,
-                       progress: Progress | None = None) -> dict[str, Any]:
+                       progress: Progress | None = None,
+                       odom_topic: str | None = None,
+                       target_precision: float = DEFAULT_TARGET_PRECISION) -> dict[str, Any]:
     """
     Calibrate a map's confidence on a drive bag with GPS and store it in the manifest.
 
@@ -327,14 +389,20 @@ def calibrate_on_drive(map_dir: str | Path, place_model: PlaceModel,
         max_gap_s: largest gap to a GPS fix for an image to count.
         write: store the result (False: only report).
         progress: called with a short line now and then.
+        odom_topic: the drive's odometry topic: the filter is fitted with the distances it
+            gives, as a node reading odometry runs it (the calibration then holds only with
+            odometry).
+        target_precision: the precision the stored operating point keeps (see
+            :func:`fit_drive_calibration`).
 
     Returns:
         The report of :func:`fit_drive_calibration`, plus the bag's image counts.
     """
     config = (config or LocalizerConfig()).validate()
     database = MapDatabase.open(map_dir)
+    odometry = OdometryTrack.from_bag(bag_paths, odom_topic) if odom_topic else None
     localizer = Localizer(place_model, database, replace(config, filter='none'),
-                          ranking_only=True)
+                          ranking_only=True, odometry=odometry)
     frames, stats = bag_drive_frames(localizer, bag_paths, image_topic, gps_topic, every,
                                      max_gap_s, progress)
     if not frames:
@@ -342,7 +410,8 @@ def calibrate_on_drive(map_dir: str | Path, place_model: PlaceModel,
                           f'({stats})')
     places = database.places
     block, report = fit_drive_calibration(frames, places['east'], places['north'],
-                                          place_model.name, config, drive_name(bag_paths))
+                                          place_model.name, config, drive_name(bag_paths),
+                                          target_precision=target_precision)
     report['bag_images'] = stats
     report['settings'] = block['settings']
     if write:

@@ -232,3 +232,68 @@ def fit_observation_model(scores: Sequence[NDArray[np.floating]],
     stats['reason'] = None
     return ObservationModel(weight_score=float(weights[0]), weight_gap=float(weights[1]),
                             bias=float(bias + log_ratio), floor=floor, fitted=True), stats
+
+
+CERTIFY_Z = 1.645  # one-sided 95%: the precision a threshold certifies holds with that confidence
+
+
+def precision_lower_bound(right: int, matched: int, z: float = CERTIFY_Z) -> float:
+    """
+    Wilson score lower bound of a precision measured as ``right`` of ``matched``.
+
+    A threshold picked on a calibration drive of a few dozen frames is picked where that drive
+    happened to be lucky; the bound says what the precision is, with 95% confidence, at least.
+    """
+    if matched <= 0:
+        return 0.0
+    p = right / matched
+    z2 = z * z
+    centre = p + z2 / (2 * matched)
+    spread = z * math.sqrt(p * (1 - p) / matched + z2 / (4 * matched * matched))
+    return max(0.0, (centre - spread) / (1 + z2 / matched))
+
+
+def choose_operating_point(probs: ArrayLike, right: ArrayLike,
+                           target_precision: float) -> dict[str, Any]:
+    """
+    Pick the lowest confidence threshold whose certified precision reaches the target.
+
+    Args:
+        probs: (N,) confidences of a calibration drive's frames (held out from the fit).
+        right: (N,) whether each frame's published place is right.
+        target_precision: the precision "matched" must keep (e.g. 0.95).
+
+    Returns:
+        ``{target_precision, threshold, certified_precision, precision, matched_fraction,
+        frames, target_met}``: the lowest threshold whose Wilson lower bound reaches the target;
+        when none does (a short or hard drive), the threshold that certifies the most, with
+        ``target_met`` false, so the node still uses the most trustworthy point it has.
+    """
+    if not 0.0 < target_precision < 1.0:
+        raise ConfigError(f'target precision {target_precision} must be in (0, 1)')
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    y = np.asarray(right, dtype=bool).reshape(-1)
+    if p.shape != y.shape:
+        raise ConfigError(f'{p.size} confidences for {y.size} labels')
+    order = np.argsort(-p, kind='stable')
+    p, y = p[order], y[order]
+    matched = np.arange(1, p.size + 1)
+    right_count = np.cumsum(y)
+    # Only the last of equal confidences is a threshold that can be set.
+    last = np.r_[np.flatnonzero(np.diff(p) != 0), p.size - 1] if p.size else np.zeros(0, int)
+    best: dict[str, Any] | None = None
+    chosen: dict[str, Any] | None = None
+    for i in last.tolist():
+        bound = precision_lower_bound(int(right_count[i]), int(matched[i]))
+        row: dict[str, Any] = {'threshold': float(p[i]), 'certified_precision': bound,
+               'precision': float(right_count[i] / matched[i]),
+               'matched_fraction': float(matched[i] / p.size)}
+        if best is None or bound > best['certified_precision']:
+            best = row
+        if bound >= target_precision:
+            chosen = row  # thresholds go down as i goes up: keep the lowest that qualifies
+    empty: dict[str, Any] = {'threshold': None, 'certified_precision': 0.0, 'precision': None,
+                              'matched_fraction': 0.0}
+    point = chosen or best or empty
+    return {'target_precision': float(target_precision), **point, 'frames': int(p.size),
+            'target_met': chosen is not None}

@@ -21,6 +21,8 @@ What is published (every query, outside-map ones included: there nothing is righ
 Single frame (the top-1 of the ranking and its own confidence, every query):
     ``single_frame``: the same trust figures for the single-frame confidence, plus those of the
     uncalibrated score (the clipped top score); ``ece_uncalibrated`` repeats its ECE.
+Covariance (``pose_consistency``, published matches with a true position): how many lie inside
+their own 95% ellipse, and the median and 90th-percentile position error.
 Per frame (``track``, drive order): true closest place, single-frame top-1, published place
 (-1: none), confidence, single-frame confidence, P(not in the map), matched, right, in map,
 distance of the published place to the truth.
@@ -31,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +160,33 @@ def _trust(confidence: NDArray[np.float64], right: NDArray[np.bool_],
     }
 
 
+CHI2_2DOF_95 = 5.991464547107979  # P(chi-square, 2 dof <= x) = 0.95: the 95% ellipse
+
+
+def _pose_consistency(columns: dict[str, list[Any]]) -> dict[str, Any]:
+    """
+    Measure whether the published covariance covers the real error (published matches).
+
+    ``within_95``: share whose true position lies inside their own 95% ellipse (a circle of
+    radius ``sigma * sqrt(chi2_2(0.95))``: the covariance is diagonal with equal east/north
+    variance); a covariance that means what it says gives about 0.95.
+    """
+    errors, sigmas = [], []
+    for matched, distance, sigma in zip(columns['matched'], columns['distance_m'],
+                                        columns['sigma_m'], strict=True):
+        if matched and distance is not None and sigma is not None:
+            errors.append(distance)
+            sigmas.append(sigma)
+    if not errors:
+        return {'num_published': 0, 'within_95': None, 'median_error_m': None,
+                'p90_error_m': None}
+    error = np.asarray(errors)
+    radius = np.asarray(sigmas) * math.sqrt(CHI2_2DOF_95)
+    return {'num_published': int(error.size), 'within_95': float(np.mean(error <= radius)),
+            'median_error_m': float(np.median(error)),
+            'p90_error_m': float(np.percentile(error, 90))}
+
+
 def summarize(localizer: Localizer, frames: Sequence[LocalizedFrame], *,
               calibration_source: str | None = None,
               calibration_info: dict[str, Any] | None = None,
@@ -186,7 +216,7 @@ def summarize(localizer: Localizer, frames: Sequence[LocalizedFrame], *,
     columns: dict[str, list[Any]] = {name: [] for name in (
         'name', 'true', 'single', 'published', 'confidence', 'single_confidence',
         'raw_confidence', 'outside_prob', 'matched', 'right', 'single_right', 'in_map',
-        'distance_m', 'true_east', 'true_north')}
+        'distance_m', 'sigma_m', 'true_east', 'true_north')}
     timings: dict[str, list[float]] = {stage: [] for stage in STAGES}
     for frame in frames:
         result = frame.result
@@ -211,7 +241,8 @@ def summarize(localizer: Localizer, frames: Sequence[LocalizedFrame], *,
             'outside_prob': None if estimate is None else estimate.outside_prob,
             'matched': decision.matched, 'right': is_right,
             'single_right': bool(ranking.size and truth.true[ranking.ids[0]]),
-            'in_map': truth.in_map, 'distance_m': distance, 'true_east': frame.east,
+            'in_map': truth.in_map, 'distance_m': distance, 'sigma_m': decision.sigma_m,
+            'true_east': frame.east,
             'true_north': frame.north}
         for key, value in values.items():
             columns[key].append(value)
@@ -230,10 +261,11 @@ def summarize(localizer: Localizer, frames: Sequence[LocalizedFrame], *,
     right = np.asarray(columns['right'], dtype=bool)
     single_right = np.asarray(columns['single_right'], dtype=bool)
     matched = np.asarray(columns['matched'], dtype=bool)
-    single_matched = single_conf >= config.confidence_threshold
+    threshold = float(localizer.decider.threshold)
+    single_matched = single_conf >= threshold
     published = _trust(confidence, right, matched)
     single = _trust(single_conf, single_right, single_matched)
-    raw = _trust(raw_conf, single_right, raw_conf >= config.confidence_threshold)
+    raw = _trust(raw_conf, single_right, raw_conf >= threshold)
     model = localizer.model
     reranked = bool(config.rerank_top_n)
     curve_ns = list(range(1, CURVE_MAX_N + 1))
@@ -267,7 +299,8 @@ def summarize(localizer: Localizer, frames: Sequence[LocalizedFrame], *,
         'confidence': {
             'calibration': source,
             'calibration_info': {k: v for k, v in info.items() if not isinstance(v, np.ndarray)},
-            'threshold': config.confidence_threshold,
+            'threshold': threshold,
+            'threshold_source': getattr(localizer, 'threshold_source', 'set'),
             'average_precision': published['average_precision'],
             'roc_auc': published['roc_auc'],
             'reliability': published['reliability'],
@@ -282,6 +315,7 @@ def summarize(localizer: Localizer, frames: Sequence[LocalizedFrame], *,
             'reliability_uncalibrated': raw['reliability'],
         },
         'ece_uncalibrated': raw['ece'],
+        'pose_consistency': _pose_consistency(columns),
         'track': {key: [None if isinstance(v, float) and v != v else v for v in values]
                   for key, values in columns.items()},
     }

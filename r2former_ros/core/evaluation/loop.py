@@ -45,6 +45,7 @@ from r2former_ros.core.evaluation.engine import (
     summarize,
 )
 from r2former_ros.core.localize.localizer import Localizer
+from r2former_ros.core.localize.odometry import OdometryTrack
 from r2former_ros.core.localize.settings import LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase
 from r2former_ros.core.mapdb.thumbnails import DEFAULT_THUMBNAIL_WIDTH, resize_to_width
@@ -61,7 +62,8 @@ class EvalSettings:
 
 
 def evaluation_localizer(model: PlaceModel, database: MapDatabase, settings: EvalSettings,
-                         progress: bool = False) -> tuple[Localizer, str, dict[str, Any]]:
+                         progress: bool = False, odometry: OdometryTrack | None = None
+                         ) -> tuple[Localizer, str, dict[str, Any]]:
     """
     Open the localizer an evaluation runs, calibrating an uncalibrated map in memory.
 
@@ -72,7 +74,7 @@ def evaluation_localizer(model: PlaceModel, database: MapDatabase, settings: Eva
     config = settings.localizer
     # The evaluation fits a missing calibration in memory or reports the score as raw in its
     # summary, so the localizer's 'confidence is a raw score' warning would only repeat that.
-    localizer = Localizer(model, database, config, ranking_only=True)
+    localizer = Localizer(model, database, config, ranking_only=True, odometry=odometry)
     source = 'map manifest' if localizer.calibration.single_calibrated else 'none'
     info = dict(localizer.calibration.info)
     if not localizer.calibration.single_calibrated and settings.calibrate:
@@ -81,14 +83,15 @@ def evaluation_localizer(model: PlaceModel, database: MapDatabase, settings: Eva
         info = dict(fitted.info)
         if fitted.calibrated:
             localizer = Localizer(model, database, config, ranking_only=True,
-                                  calibration=map_calibration_block(fitted))
+                                  calibration=map_calibration_block(fitted), odometry=odometry)
             source = 'fitted in memory on the map images'
     return localizer, source, info
 
 
 def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[EvalQuery],
                  settings: EvalSettings | None = None, progress: Progress | None = None,
-                 extra: dict[str, Any] | None = None) -> EvalResult:
+                 extra: dict[str, Any] | None = None,
+                 odometry: OdometryTrack | None = None) -> EvalResult:
     """
     Evaluate queries (in travel order when filtering) against an open map.
 
@@ -99,9 +102,10 @@ def evaluate_map(model: PlaceModel, database: MapDatabase, queries: Iterable[Eva
         settings: the localizer's settings, in-memory calibration, a query limit.
         progress: called with a short line every few queries.
         extra: merged into the summary (dataset name, layout, notes).
+        odometry: the drive's odometry (the filter's motion step reads it, as the node does).
     """
     settings = settings or EvalSettings()
-    localizer, source, info = evaluation_localizer(model, database, settings)
+    localizer, source, info = evaluation_localizer(model, database, settings, odometry=odometry)
     places = database.places
     east = np.asarray(places['east'], dtype=np.float64)
     north = np.asarray(places['north'], dtype=np.float64)
@@ -160,16 +164,24 @@ def evaluate_dataset(model: PlaceModel, root: str | Path, layout: str,
 def evaluate_bag(model: PlaceModel, map_dir: str | Path,
                  bag_paths: str | Path | Sequence[str | Path], image_topic: str,
                  gps_topic: str, settings: EvalSettings | None = None, every: int = 1,
-                 max_gap_s: float = 1.0, progress: Progress | None = None) -> EvalResult:
-    """Evaluate a query bag against a map; ground truth is the query bag's GPS."""
+                 max_gap_s: float = 1.0, progress: Progress | None = None,
+                 odom_topic: str | None = None) -> EvalResult:
+    """
+    Evaluate a query bag against a map; ground truth is the query bag's GPS.
+
+    With ``odom_topic`` the sequence filter's motion step reads the bag's odometry, as a node
+    subscribed to ``odom`` does.
+    """
     settings = settings or EvalSettings()
     database = MapDatabase.open(map_dir)
+    odometry = OdometryTrack.from_bag(bag_paths, odom_topic) if odom_topic else None
     queries, stats = bag_queries(bag_paths, image_topic, gps_topic, database.origin, max_gap_s,
                                  every)
     paths = [bag_paths] if isinstance(bag_paths, (str, os.PathLike)) else list(bag_paths)
     result = evaluate_map(model, database, queries, settings, progress,
                           {'map': str(map_dir), 'bags': [str(p) for p in paths],
-                           'image_topic': image_topic, 'gps_topic': gps_topic})
+                           'image_topic': image_topic, 'gps_topic': gps_topic,
+                           'odom_topic': odom_topic}, odometry)
     result.summary['bag_images'] = dict(stats)
     if result.summary['num_queries'] == 0:
         raise ConfigError(f'no query image of {image_topic} has a GPS position from {gps_topic} '

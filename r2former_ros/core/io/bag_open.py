@@ -212,9 +212,10 @@ def check_requested(
         raise BagError(f'topic(s) {", ".join(missing)} not in {bags}; {_describe_topics(seen)}')
 
 
-def check_drive_topics(paths: Paths, image_topic: str, gps_topic: str | None = None) -> None:
+def check_drive_topics(paths: Paths, image_topic: str, gps_topic: str | None = None,
+                       odom_topic: str | None = None) -> None:
     """
-    Require a drive's image topic (Image or CompressedImage) and, if named, its NavSatFix topic.
+    Require a drive's image topic and, if named, its NavSatFix and odometry topics.
 
     Meant to run before a model loads, so a wrong topic costs a second, not a minute.
 
@@ -225,6 +226,8 @@ def check_drive_topics(paths: Paths, image_topic: str, gps_topic: str | None = N
     check_requested(bags, [image_topic], IMAGE_TYPES, 'an image type')
     if gps_topic:
         check_requested(bags, [gps_topic], [NAVSAT_TYPE], 'sensor_msgs/NavSatFix')
+    if odom_topic:
+        check_requested(bags, [odom_topic], POSE_TYPES, 'odometry or a pose type')
 
 
 @functools.lru_cache(maxsize=2)

@@ -7,13 +7,12 @@ copies them into rclpy messages; :func:`to_rosbags` turns them into rosbags type
 writing bags. Keeping one builder means the node and ``r2former localize-bag`` publish the same
 numbers by construction.
 
-Covariance of a matched place (NavSatFix and PoseWithCovarianceStamped)::
-
-    sigma = threshold_m / max(confidence, CONFIDENCE_FLOOR)      (metres, per axis)
-
-At confidence 1 the place is trusted to be within the map's match distance (1-sigma =
-``threshold_m``); at 0.5 the sigma doubles; the floor caps it at 20 x ``threshold_m``. East,
-north and up get the same variance ``sigma**2`` (diagonal, ``COVARIANCE_TYPE_DIAGONAL_KNOWN``).
+Covariance of a matched place (NavSatFix and PoseWithCovarianceStamped): the decision's
+``sigma_m``, the moment-matched spread of right and wrong matches at the published confidence
+(``ErrorModel`` in ``localize/calibration_store``: fitted on the calibration drive, else right
+matches within ``threshold_m / 2`` and wrong ones ``4 * threshold_m``); results without a
+decision fall back to ``threshold_m / max(confidence, CONFIDENCE_FLOOR)``. East, north and up
+get the same variance ``sigma**2`` (diagonal, ``COVARIANCE_TYPE_DIAGONAL_KNOWN``).
 The pose's yaw sigma is ``HEADING_SIGMA_RAD / max(confidence, CONFIDENCE_FLOOR)`` when the map
 knows the heading; roll, pitch and an unknown yaw get ``UNKNOWN_VARIANCE``.
 """
@@ -55,6 +54,19 @@ MESSAGE_NAMES = ('PlaceCandidate', 'PlaceRecognition')  # dependency order
 def position_sigma_m(confidence: float, threshold_m: float) -> float:
     """Per-axis 1-sigma of a matched place's position, metres (see the module docstring)."""
     return float(threshold_m) / max(float(confidence), CONFIDENCE_FLOOR)
+
+
+def result_sigma_m(result: LocalizationResult, threshold_m: float) -> float:
+    """
+    Per-axis 1-sigma of a result's published position.
+
+    The decision's own (the calibrated error model of ``localize/calibration_store``); for a
+    result built without one (tests, old callers), the confidence-scaled match distance.
+    """
+    decision = result.decision
+    if decision is not None and decision.sigma_m is not None:
+        return float(decision.sigma_m)
+    return position_sigma_m(result.confidence, threshold_m)
 
 
 def heading_sigma_rad(confidence: float) -> float:
@@ -151,7 +163,7 @@ def navsat_fields(result: LocalizationResult, *, stamp_ns: int, frame_id: str,
     best = result.best
     if not result.matched or best is None:
         return None
-    variance = position_sigma_m(result.confidence, threshold_m) ** 2
+    variance = result_sigma_m(result, threshold_m) ** 2
     return {
         'header': header_fields(stamp_ns, frame_id),
         'status': {'status': STATUS_FIX, 'service': SERVICE_GPS},
@@ -174,7 +186,7 @@ def pose_fields(result: LocalizationResult, *, stamp_ns: int, map_frame_id: str,
     if not result.matched or best is None:
         return None
     position = best.position
-    variance = position_sigma_m(result.confidence, threshold_m) ** 2
+    variance = result_sigma_m(result, threshold_m) ** 2
     known = position.heading is not None
     yaw_variance = heading_sigma_rad(result.confidence) ** 2 if known else UNKNOWN_VARIANCE
     covariance = np.diag([variance, variance, variance, UNKNOWN_VARIANCE, UNKNOWN_VARIANCE,

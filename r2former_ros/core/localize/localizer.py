@@ -13,6 +13,7 @@ with its intermediate values), so they publish and measure the same thing by con
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 import logging
 import time
 from typing import Any
@@ -25,10 +26,12 @@ from r2former_ros.core.localize.calibration_store import (
     AppliedCalibration,
     CalibrationSettings,
     apply_calibration,
+    resolve_filter,
 )
 from r2former_ros.core.localize.decision import Decider
+from r2former_ros.core.localize.odometry import OdometryTrack
 from r2former_ros.core.localize.sequence_filter import SequenceFilter
-from r2former_ros.core.localize.settings import LocalizerConfig
+from r2former_ros.core.localize.settings import DEFAULT_CONFIDENCE_THRESHOLD, LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase
 from r2former_ros.core.mapdb.reader import follow_model_device
 from r2former_ros.core.mapdb.schema import compare_model
@@ -70,6 +73,7 @@ class Localizer:
     def __init__(self, model: PlaceModel, database: MapDatabase,
                  config: LocalizerConfig | None = None, *,
                  calibration: Mapping[str, Any] | None = None,
+                 odometry: OdometryTrack | None = None,
                  ranking_only: bool = False) -> None:
         """
         Open a localizer; warn once when the stored calibration does not fit the settings.
@@ -82,6 +86,10 @@ class Localizer:
             config: retrieval, decision and filter settings.
             calibration: a calibration block to use instead of the map's own (evaluation's
                 in-memory self-calibration of an uncalibrated map).
+            odometry: the robot's odometry (the node's ``odom`` input, a bag's odometry topic):
+                the sequence filter's motion step reads the distance between two frames from
+                it. A calibration fitted with odometry holds only with odometry, and without
+                only without.
             ranking_only: the caller fits or reports the confidence itself (calibration,
                 evaluation): no warning about an uncalibrated confidence.
         """
@@ -94,15 +102,33 @@ class Localizer:
         if self.config.rerank_top_n and not model.has_reranker:
             raise ConfigError('the model has no trained reranker (global-only checkpoint); '
                               'set rerank_top_n to 0')
-        running = CalibrationSettings.running(self.config, model.name)
-        block = database.manifest.get('calibration') if calibration is None else calibration
-        applied = apply_calibration(dict(block) if block else None, running)
+        stored = database.manifest.get('calibration') if calibration is None else calibration
+        block = dict(stored) if stored else None
+        # 'auto' becomes the filter the calibration supports; the config says what runs.
+        self.config = replace(self.config, filter=resolve_filter(block, self.config.filter))
+        running = CalibrationSettings.running(self.config, model.name, odometry is not None)
+        applied = apply_calibration(block, running)
         if not applied.calibrated and not ranking_only:
             LOG.warning('confidence is a raw score, not a calibrated probability: %s; run '
                         '`r2former calibrate` with the running settings (%s)', applied.mismatch,
                         running.describe())
+        self.threshold_source = self._resolve_threshold(applied)
         places = database.places
-        self.decider = Decider(places['east'], places['north'], self.config, applied)
+        self.decider = Decider(places['east'], places['north'], self.config, applied, odometry)
+
+    def _resolve_threshold(self, applied: AppliedCalibration) -> str:
+        """Fix the confidence threshold (asked for, the calibrated operating point, or 0.5)."""
+        if self.config.confidence_threshold is not None:
+            return 'set'
+        point = applied.operating_point or {}
+        threshold = point.get('threshold')
+        if threshold is None:
+            self.config = replace(self.config,
+                                  confidence_threshold=DEFAULT_CONFIDENCE_THRESHOLD)
+            return 'default'
+        self.config = replace(self.config, confidence_threshold=float(threshold))
+        return (f'calibrated for precision {point.get("target_precision")} '
+                f'(certified {point.get("certified_precision")})')
 
     @property
     def calibration(self) -> AppliedCalibration:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import math
 import threading
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -75,6 +76,22 @@ class OdometryTrack:
             track.add(float(np.asarray(stamp_s)[i]), float(np.asarray(x)[i]),
                       float(np.asarray(y)[i]), float(np.asarray(yaw)[i]))
         return track
+
+    @classmethod
+    def from_bag(cls, bag_paths: Any, topic: str, **kwargs: float) -> OdometryTrack:
+        """
+        Build a track from a bag's odometry topic (nav_msgs/Odometry or a pose topic).
+
+        Raises:
+            BagError: the topic is missing, of another type, or the bag cannot be read.
+            ConfigError: the topic holds no message.
+        """
+        from r2former_ros.core.io.bag_tracks import read_poses  # noqa: PLC0415 - rosbags
+
+        poses = read_poses(bag_paths, topic)
+        if len(poses) == 0:
+            raise ConfigError(f'odometry topic {topic} holds no message')
+        return cls.from_arrays(poses.stamp_ns * 1e-9, poses.x, poses.y, poses.yaw, **kwargs)
 
     def __len__(self) -> int:
         with self._lock:

@@ -26,7 +26,7 @@ from r2former_ros.core.localize.settings import LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase, write_calibration
 from r2former_ros.core.types import Ranking
 
-GLOBAL_ONLY = LocalizerConfig(rerank_top_n=0)
+GLOBAL_ONLY = LocalizerConfig(rerank_top_n=0, filter='none')
 
 
 def test_contiguous_folds_are_blocks_not_round_robin():
@@ -112,7 +112,7 @@ def test_drive_calibration_fits_both_confidences_and_names_its_settings():
                                           'second_drive.bag')
     assert block['settings'] == {'backbone': 'r2former', 'ranking': 'global',
                                  'threshold_m': 25.0, 'filters': ['none', 'hmm'],
-                                 'max_speed_mps': 20.0}
+                                 'max_speed_mps': 20.0, 'odometry': False}
     assert block['source'] == {'kind': 'drive', 'drive': 'second_drive.bag'}
     assert block['ece_cv']['split'] == 'contiguous blocks'
     assert block['observation']['fitted'] and block['filtered']['weights']

@@ -14,7 +14,7 @@ from r2former_ros.core.localize.settings import LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase
 
 # Random weights: the reranker is meaningless, the global descriptor matches nearby windows.
-GLOBAL_ONLY = LocalizerConfig(rerank_top_n=0)
+GLOBAL_ONLY = LocalizerConfig(rerank_top_n=0, filter='none')
 
 
 def test_ece_constructed_cases():

@@ -44,6 +44,7 @@ def _stub_localizer(filter_name: str):
         config=LocalizerConfig(rerank_top_n=0, threshold_m=5.0, filter=filter_name),
         database=SimpleNamespace(places=places, num_places=10), model=_Model(),
         filter=object() if filter_name == 'hmm' else None, calibrated=True,
+        decider=SimpleNamespace(threshold=0.5),
         calibration=SimpleNamespace(info={}, single_calibrated=True))
 
 

@@ -15,7 +15,7 @@ from r2former_ros.core.localize.settings import LocalizerConfig
 from r2former_ros.core.mapdb import MapDatabase, write_calibration
 
 # Random weights: the reranker is meaningless, the global descriptor matches nearby windows.
-SINGLE = LocalizerConfig(rerank_top_n=0)
+SINGLE = LocalizerConfig(rerank_top_n=0, filter='none')
 FILTERED = LocalizerConfig(rerank_top_n=0, filter='hmm', max_speed_mps=15.0)
 
 
@@ -55,8 +55,33 @@ def test_single_frame_publishes_the_top_candidate_with_its_calibrated_confidence
         assert result.confidence == pytest.approx(localizer.calibration.single.predict(expected))
         assert decision.single_confidence == result.confidence
         assert decision.raw_confidence == pytest.approx(min(max(ranking.scores[0], 0.0), 1.0))
-        assert result.matched == (result.confidence >= SINGLE.confidence_threshold)
+        assert result.matched == (result.confidence >= localizer.decider.threshold)
         assert decision.estimate is None and result.outside_prob is None
+
+
+def test_the_threshold_is_the_calibrated_operating_point_unless_set(route):
+    model, path, _, _ = route
+    database = MapDatabase.open(path)
+    point = database.manifest['calibration']['operating_points']['none']
+    assert point['target_precision'] == 0.95 and point['threshold'] is not None
+    calibrated = Localizer(model, database, SINGLE)
+    assert calibrated.decider.threshold == point['threshold']
+    assert calibrated.threshold_source.startswith('calibrated for precision 0.95')
+    chosen = Localizer(model, database, LocalizerConfig(rerank_top_n=0, filter='none',
+                                                        confidence_threshold=0.3))
+    assert chosen.decider.threshold == 0.3 and chosen.threshold_source == 'set'
+    # A calibration that does not apply (another threshold_m) gives no operating point.
+    other = Localizer(model, database, LocalizerConfig(rerank_top_n=0, filter='none',
+                                                       threshold_m=10.0), ranking_only=True)
+    assert other.decider.threshold == 0.5 and other.threshold_source == 'default'
+
+
+def test_auto_runs_the_filter_the_map_was_calibrated_for(route):
+    model, path, _, _ = route
+    database = MapDatabase.open(path)
+    assert Localizer(model, database, LocalizerConfig(rerank_top_n=0)).filter is not None
+    assert Localizer(model, database, LocalizerConfig(rerank_top_n=0, filter='none')).filter \
+        is None
 
 
 def test_matched_is_exactly_confidence_at_or_above_the_threshold(route):
@@ -64,9 +89,10 @@ def test_matched_is_exactly_confidence_at_or_above_the_threshold(route):
     probe = Localizer(model, MapDatabase.open(path), SINGLE)
     confidence = probe.step(features.global_desc[0], features.local_feats[0]).confidence
     at = Localizer(model, MapDatabase.open(path),
-                   LocalizerConfig(rerank_top_n=0, confidence_threshold=confidence))
+                   LocalizerConfig(rerank_top_n=0, filter='none',
+                                   confidence_threshold=confidence))
     above = Localizer(model, MapDatabase.open(path),
-                      LocalizerConfig(rerank_top_n=0,
+                      LocalizerConfig(rerank_top_n=0, filter='none',
                                       confidence_threshold=min(1.0, confidence + 1e-6)))
     assert at.step(features.global_desc[0], features.local_feats[0]).matched
     assert not above.step(features.global_desc[0], features.local_feats[0]).matched
