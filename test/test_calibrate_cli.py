@@ -85,3 +85,37 @@ def test_calibrate_refuses_bad_input(route, tmp_path, capsys):
     assert 'not a map directory' in capsys.readouterr().err
     assert main(['calibrate', str(map_path), '--bag', str(tmp_path), '--image-topic',
                  IMAGE_TOPIC, '--gps-topic', GPS_TOPIC, '--max-speed', '0']) == 2
+
+
+@pytest.mark.slow
+def test_operating_point_map_info_and_a_stale_calibration_after_append(tmp_path, capsys):
+    from map_factory import write_route_map
+    from model_factory import small_place_model
+
+    from r2former_ros.cli import build_map
+
+    map_path, world = write_route_map(tmp_path / 'route', small_place_model(), num_places=12)
+    drive = drive_bag(tmp_path / 'drive', world, range(len(world.query_images)))
+    assert main(['calibrate', str(map_path), '--bag', str(drive), '--image-topic', IMAGE_TOPIC,
+                 '--gps-topic', GPS_TOPIC, '--rerank-top-n', '0', '--filter', 'hmm',
+                 '--target-precision', '0.8']) == 0
+    out = capsys.readouterr().out
+    assert 'operating point' in out
+    points = MapDatabase.open(map_path).manifest['calibration']['operating_points']
+    assert set(points) == {'none', 'hmm'} and points['hmm']['target_precision'] == 0.8
+    assert main(['map', 'info', str(map_path)]) == 0
+    assert 'matches at confidence >=' in capsys.readouterr().out
+    # Appending places the drive never saw: the drive calibration is kept but marked stale,
+    # not silently replaced by a self-calibration.
+    model = MapDatabase.open(map_path).manifest['model']
+    assert build_map.main(['--bag', str(drive), '--image-topic', IMAGE_TOPIC, '--gps-topic',
+                           GPS_TOPIC, '--out', str(map_path), '--append', '--all-frames',
+                           '--backbone', 'r2former', '--input-size',
+                           'x'.join(str(v) for v in model['input_hw']), '--num-local',
+                           str(model['num_local']), '--quiet']) == 0
+    block = MapDatabase.open(map_path).manifest['calibration']
+    assert block['source']['kind'] == 'drive' and block['stale']['places_added'] > 0
+    info = map_info(map_path)
+    assert not info['calibrated'] and info['calibration']['reason'].startswith('stale')
+    assert main(['map', 'info', str(map_path)]) == 0
+    assert 'stale' in capsys.readouterr().out

@@ -58,9 +58,18 @@ def _calibration_line(info: dict[str, Any]) -> str:
         fitted += f', {settings["threshold_m"]:g} m'
     if settings.get('filters'):
         fitted += f', filters {"/".join(settings["filters"])}'
+    if 'hmm' in (settings.get('filters') or []):
+        fitted += (f', {"with" if settings.get("odometry") else "without"} odometry, max speed '
+                   f'{settings.get("max_speed_mps")} m/s')
     where = f'fitted on {summary["source"]}' if summary.get('source') else 'fitted'
-    return 'yes' + (f': {", ".join(parts)}' if parts else '') + \
+    line = 'yes' + (f': {", ".join(parts)}' if parts else '') + \
         f' ({where}{"; " + fitted if fitted else ""})'
+    for name, point in (summary.get('operating_points') or {}).items():
+        if point.get('threshold') is not None:
+            line += (f"; {'filter' if name == 'hmm' else 'single frame'} matches at confidence "
+                     f">= {point['threshold']:.3f} (precision {point['certified_precision']:.3f}"
+                     f" certified, target {point['target_precision']:g})")
+    return line
 
 
 def _index_line(info: dict[str, Any]) -> str:

@@ -90,8 +90,10 @@ def map_info(path: str | Path) -> dict[str, Any]:
         'origin': manifest['origin'],
         'sources': manifest['sources'],
         'has_thumbnails': bool(manifest.get('thumbnails')),
-        # A calibration block without weights records why fitting was skipped: not calibrated.
-        'calibrated': bool((manifest.get('calibration') or {}).get('weights')),
+        # A calibration block without weights records why fitting was skipped, and a stale one
+        # (places appended after a drive calibration) no longer holds: not calibrated.
+        'calibrated': bool((manifest.get('calibration') or {}).get('weights'))
+        and not (manifest.get('calibration') or {}).get('stale'),
         'calibration': calibration_summary(manifest.get('calibration')),
     }
 
@@ -103,8 +105,9 @@ def calibration_summary(block: dict[str, Any] | None) -> dict[str, Any]:
     Returns:
         reason (None when calibrated, else why not), ece (cross-validated single-frame ECE when
         recorded, else the in-sample one), ece_kind (which of the two), ece_filtered (the
-        sequence filter's, or None), source ('map self-queries', 'drive', ...) and settings
-        (what it was fitted under).
+        sequence filter's, or None), source ('map self-queries', 'drive', ...), settings
+        (what it was fitted under, the motion model included) and operating_points (the
+        confidence threshold chosen per filter for a stated precision, or None).
     """
     block = block or {}
     info = block.get('info') or {}
@@ -112,6 +115,8 @@ def calibration_summary(block: dict[str, Any] | None) -> dict[str, Any]:
     reason = None
     if not block.get('weights'):
         reason = info.get('reason') or 'never calibrated (run `r2former calibrate`)'
+    elif block.get('stale'):
+        reason = f'stale: {block["stale"].get("reason")}'
     source = block.get('source') or {}
     cross_validated = ece_cv.get('single', info.get('ece_calibrated_cv'))
     ece = cross_validated if cross_validated is not None else info.get('ece_calibrated')
@@ -120,4 +125,5 @@ def calibration_summary(block: dict[str, Any] | None) -> dict[str, Any]:
             'ece_filtered': ece_cv.get('filtered'),
             'source': (' '.join(str(v) for v in (source.get('kind'), source.get('drive')) if v)
                        or info.get('method')),
-            'settings': block.get('settings')}
+            'settings': block.get('settings'),
+            'operating_points': block.get('operating_points')}

@@ -30,8 +30,8 @@ from typing import Any
 
 from r2former_ros.core.calibration.self_calibration import calibrate_map
 from r2former_ros.core.errors import CheckpointError, R2FormerError
-from r2former_ros.core.mapdb import MapWriter, map_info
-from r2former_ros.core.mapdb.schema import origin_lla
+from r2former_ros.core.mapdb import MapWriter, map_info, write_calibration
+from r2former_ros.core.mapdb.schema import origin_lla, read_manifest
 from r2former_ros.core.mapping.extract import extract_places
 from r2former_ros.core.mapping.options import (
     CALIBRATION_THRESHOLD_M,
@@ -45,6 +45,28 @@ from r2former_ros.core.places import factory
 from r2former_ros.core.places.base import PlaceModel
 
 LOG = logging.getLogger(__name__)
+
+
+def _mark_drive_calibration_stale(path: Path, added: int) -> bool:
+    """
+    After an append, mark the map's drive calibration stale (True) instead of replacing it.
+
+    The new places were never seen by the calibration drive, so the confidence is no longer
+    calibrated (``map info`` says why) until ``r2former calibrate`` runs again; a silent
+    self-calibration would throw the drive's better fit away. False: no drive calibration.
+    """
+    block = read_manifest(path).get('calibration') or {}
+    source = block.get('source') or {}
+    if source.get('kind') != 'drive' or not block.get('weights'):
+        return False
+    block['stale'] = {'reason': f'{added} places were appended after the calibration on drive '
+                                f'{source.get("drive")}; run `r2former calibrate` again',
+                      'places_added': int(added)}
+    write_calibration(path, block)
+    LOG.warning('map %s: its drive calibration (%s) is stale after the append: the confidence '
+                'is raw until `r2former calibrate` runs again on a drive', path,
+                source.get('drive'))
+    return True
 
 
 def _calibrate(path: Path, model: PlaceModel, max_queries: int, progress: bool) -> bool:
@@ -158,7 +180,9 @@ def finish_build(opts: BuildOptions, out: Path, model: PlaceModel, plan: Plan, k
     """Log the committed map, calibrate it if asked and return the report."""
     LOG.info('map %s: added %d places (%d in total)%s', out, sum(kept), num_places, how)
     calibrated = False
-    if opts.calibrate:
+    if opts.append and _mark_drive_calibration_stale(out, sum(kept)):
+        pass  # a drive calibration is worth more than a self-calibration: keep it, marked stale
+    elif opts.calibrate:
         start = time.perf_counter()
         calibrated = _calibrate(out, model, opts.calibration_queries, opts.progress)
         timing['calibrate_s'] = time.perf_counter() - start
