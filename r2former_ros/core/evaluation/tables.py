@@ -64,10 +64,18 @@ def format_table(summary: dict[str, Any]) -> str:
     else:
         lines[-1] += f' (uncalibrated score: ECE {single["ece_uncalibrated"]:.3f})'
     outside = summary['outside_map']
+    source = conf.get('threshold_source', 'set')
     lines.append(f'published: matched {summary["matched_fraction"]:.2f} of queries at >= '
-                 f'{conf["threshold"]:g}, {_number(summary["matched_precision"])} of them right'
+                 f'{conf["threshold"]:.3g}'
+                 + (f' ({source})' if source != 'set' else '')
+                 + f', {_number(summary["matched_precision"])} of them right'
                  + (f'; outside the map: {outside["num_queries"]} queries, matched '
                     f'{outside["matched_fraction"]:.2f}' if outside['num_queries'] else ''))
+    pose = summary.get('pose_consistency') or {}
+    if pose.get('num_published'):
+        lines.append(f'published positions: {pose["within_95"]:.2f} within their own 95% '
+                     f'ellipse, error median {pose["median_error_m"]:.1f} m, 90th percentile '
+                     f'{pose["p90_error_m"]:.1f} m')
     return '\n'.join(lines)
 
 
