@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
+from drive_tools import ROOT, VENV, ece_if_calibrated, frames_to_recover, run
 import numpy as np
 
 from r2former_ros.core.calibration.fitting import expected_calibration_error
@@ -47,9 +46,7 @@ from r2former_ros.core.io.traverse_bag import (
     write_traverse_bag,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = bundled_corridor()
-VENV = ROOT / '.venv' / 'bin'
 THRESHOLD_M = 25.0
 
 
@@ -57,20 +54,6 @@ def write_bag(path: Path, folder: str, indices: list[int], lateral_m: float) -> 
     """Images ``folder/{i:07d}.jpg`` for i in indices, frame k stamped START + k s, at i * 10 m."""
     files = [DATA / folder / f'{index:07d}.jpg' for index in indices]
     return write_traverse_bag(path, files, lateral_m, along=indices)
-
-
-def run(command: list[str], log: list[dict[str, Any]]) -> None:
-    """Run one CLI command (printed), fail loudly."""
-    shown = ' '.join(str(part) for part in command).replace(str(ROOT) + '/', '')
-    print(f'$ {shown}', file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    done = subprocess.run([str(c) for c in command], cwd=ROOT, capture_output=True, text=True,
-                          check=False)
-    log.append({'command': shown, 'seconds': round(time.perf_counter() - start, 1),
-                'stdout_tail': done.stdout.strip().splitlines()[-8:]})
-    if done.returncode:
-        print(done.stdout, done.stderr, file=sys.stderr)
-        raise SystemExit(f'failed ({done.returncode}): {shown}')
 
 
 def eval_drive(out: Path, name: str, map_dir: Path, bag: Path, filt: str,
@@ -95,20 +78,6 @@ def brief(summary: dict[str, Any]) -> dict[str, Any]:
             'matched_precision': summary['matched_precision'],
             'matched_fraction': summary['matched_fraction'], 'calibrated': summary['calibrated'],
             'outside_map': summary['outside_map']}
-
-
-def ece_if_calibrated(confidence: np.ndarray) -> dict[str, float]:
-    """
-    ECE a perfectly calibrated confidence with these same values would show on so few frames.
-
-    Outcomes are drawn as Bernoulli(confidence) (20,000 seeded draws): the ECE of 30 frames is
-    mostly binning noise, and this is its size.
-    """
-    rng = np.random.default_rng(0)
-    draws = [expected_calibration_error(confidence, rng.random(confidence.size) < confidence)
-             for _ in range(20_000)]
-    low, median, high = np.percentile(draws, [5, 50, 95])
-    return {'median': float(median), 'p5': float(low), 'p95': float(high)}
 
 
 STRICT_THRESHOLD = 0.9  # a stricter confidence_threshold than the default 0.5
@@ -139,13 +108,9 @@ def scored_from(summary: dict[str, Any], start: int) -> dict[str, Any]:
             'calibrated': summary['calibrated']}
 
 
-def frames_to_recover(summary: dict[str, Any], jump_at: int) -> int | None:
-    """Frames after the jump until the published place is within 2 places (25 m) of the truth."""
-    track = summary['track']
-    for k in range(jump_at, len(track['published'])):
-        if abs(track['published'][k] - track['true'][k]) * SPACING_M <= THRESHOLD_M:
-            return k - jump_at
-    return None
+def recovery(summary: dict[str, Any]) -> int | None:
+    """Frames after the kidnap (after frame 20) until the published place is right again."""
+    return frames_to_recover(summary, 20, SPACING_M, THRESHOLD_M)
 
 
 def main() -> None:
@@ -196,8 +161,8 @@ def main() -> None:
                                    ('num_frames', 'single', 'filtered', 'observation',
                                     'observation_fit')},
         'kidnap': {'jump_after_frame': 20, 'from_place': 24, 'to_place': 45,
-                   'frames_until_right_filtered': frames_to_recover(kidnapped['hmm'], 20),
-                   'frames_until_right_single': frames_to_recover(kidnapped['none'], 20),
+                   'frames_until_right_filtered': recovery(kidnapped['hmm']),
+                   'frames_until_right_single': recovery(kidnapped['none']),
                    'filtered': brief(kidnapped['hmm']), 'single_frame': brief(kidnapped['none'])},
         'leaving_the_map': {'map_places': 40, 'drive_frames': 60,
                             'filtered': brief(leaving['hmm']),
