@@ -141,10 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help='skip the small JPEG previews')
     out.add_argument('--no-calibrate', action='store_true',
                      help='skip fitting the confidence calibration after building')
-    out.add_argument('--calibration-queries', type=int, default=2000, metavar='N',
+    out.add_argument('--calibration-queries', type=int, metavar='N',
                      help='map images used as queries by that calibration, evenly spread '
-                          '(default 2000); each reranks the top candidates, about 4.8 s with '
-                          'the official model on a 2-core CPU, so use a few hundred there')
+                          '(default: as many as fit in half the time the build took, at least '
+                          'a minute, up to 2000; the build says how many); each reranks the top '
+                          'candidates, about 4.8 s with the official model on a 2-core CPU')
     dist = parser.add_argument_group('distributed (optional extra r2former_ros[ray])')
     dist.add_argument('--ray', nargs='?', const='local', metavar='ADDRESS',
                       help='spread decoding (CPU tasks) and feature extraction (GPU actors, CPU '

@@ -41,6 +41,7 @@ from __future__ import annotations
 from dataclasses import replace
 import logging
 from pathlib import Path
+import time
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,8 @@ LOG = logging.getLogger(__name__)
 MIN_SAMPLES = 8  # fewer usable map queries than this: keep the uncalibrated confidence
 MIN_PER_CLASS = 2  # each label (true/false match) must occur at least this often
 SELF_CALIBRATION_MAX_QUERIES = 2000  # map images used as queries (evenly spread) by default
+BUDGET_PROBE_QUERIES = 5  # queries timed to size a calibration to its time budget
+BUDGET_MIN_QUERIES = 50  # a budgeted calibration uses at least this many (if the map has them)
 
 
 def cross_validated_probs(features: NDArray[np.float64], labels: NDArray[np.float64],
@@ -114,11 +117,15 @@ def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshol
                         exclude_radius_m: float,
                         max_queries: int | None = SELF_CALIBRATION_MAX_QUERIES,
                         localizer_config: LocalizerConfig | None = None,
-                        progress: bool = False
+                        progress: bool = False, time_budget_s: float | None = None
                         ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64],
                                    dict[str, Any]]:
     """
     Query the map with its own images (neighbourhood hidden); return features, labels and stats.
+
+    With ``time_budget_s`` the number of queries is sized to the budget: a few queries are timed
+    first, then as many (evenly spread, at least BUDGET_MIN_QUERIES, at most ``max_queries``)
+    as fit; the stats say how many and why.
 
     Returns:
         features (M, F), labels (M,) True when the best remaining place is within
@@ -135,6 +142,19 @@ def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshol
     east = np.asarray(places['east'], dtype=np.float64)
     north = np.asarray(places['north'], dtype=np.float64)
     queries = even_subsample(database.num_places, max_queries)
+    budget: dict[str, Any] = {}
+    if time_budget_s is not None and queries.size > BUDGET_MIN_QUERIES:
+        probe = even_subsample(database.num_places, BUDGET_PROBE_QUERIES)
+        start = time.perf_counter()
+        for q in probe:
+            localizer.step(np.asarray(database.global_desc[q], dtype=np.float32),
+                           database.local_features([q])[0])
+        per_query = (time.perf_counter() - start) / probe.size
+        fits = int(time_budget_s / max(per_query, 1e-6))
+        chosen = min(queries.size, max(BUDGET_MIN_QUERIES, fits))
+        queries = even_subsample(database.num_places, chosen)
+        budget = {'time_budget_s': float(time_budget_s), 'seconds_per_query': per_query,
+                  'queries_within_budget': fits}
     rows, labels, raws = [], [], []
     cand_scores, cand_labels, true_counts = [], [], []
     skipped = 0
@@ -165,7 +185,8 @@ def collect_map_samples(database: MapDatabase, place_model: PlaceModel, threshol
     # every real frame (the demo's filter then matched 0 of 60).
     observation, observation_fit = fit_observation_model(
         cand_scores, cand_labels, true_counts, database.num_places)
-    stats = {'num_queries': int(queries.size), 'num_skipped_no_candidates': skipped,
+    stats = {'num_queries': int(queries.size), **budget,
+             'num_skipped_no_candidates': skipped,
              'ranking': 'rerank' if config.rerank_top_n else 'global',
              'rerank_top_n': int(config.rerank_top_n),
              'retrieval_top_k': int(config.retrieval_top_k),
@@ -235,7 +256,8 @@ def fit_map_calibration(database: MapDatabase, place_model: PlaceModel,
                         threshold_m: float = 25.0, exclude_radius_m: float | None = None,
                         max_queries: int | None = SELF_CALIBRATION_MAX_QUERIES,
                         localizer_config: LocalizerConfig | None = None,
-                        progress: bool = False) -> ConfidenceModel:
+                        progress: bool = False,
+                        time_budget_s: float | None = None) -> ConfidenceModel:
     """Calibrate on an open map without writing anything (evaluation uses this in memory)."""
     if threshold_m <= 0:
         raise ConfigError(f'threshold_m={threshold_m} must be > 0')
@@ -245,7 +267,7 @@ def fit_map_calibration(database: MapDatabase, place_model: PlaceModel,
         raise ConfigError(f'exclude_radius_m={radius} must be >= 0')
     features, labels, raw, stats = collect_map_samples(database, place_model, threshold_m,
                                                        radius, max_queries, localizer_config,
-                                                       progress)
+                                                       progress, time_budget_s)
     info = {'method': 'map self-queries, own neighbourhood excluded', 'threshold_m': threshold_m,
             'exclude_radius_m': radius, 'backbone': place_model.name, **stats}
     return fit_confidence(features, labels, raw, threshold_m, info)
@@ -268,7 +290,7 @@ def calibrate_map(map_dir: str | Path, place_model: PlaceModel, threshold_m: flo
                   exclude_radius_m: float | None = None,
                   max_queries: int | None = SELF_CALIBRATION_MAX_QUERIES,
                   localizer_config: LocalizerConfig | None = None,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, time_budget_s: float | None = None) -> dict[str, Any]:
     """
     Calibrate a map's confidence on its own images and store the result in its manifest.
 
@@ -283,6 +305,8 @@ def calibrate_map(map_dir: str | Path, place_model: PlaceModel, threshold_m: flo
             because the top score is a rerank score when reranking and a cosine otherwise
             (the stored settings say which; other settings get the raw score).
         progress: show a progress bar (tqdm, on stderr, only when it is a terminal).
+        time_budget_s: size the number of queries (up to ``max_queries``) to this many
+            seconds; see :func:`collect_map_samples`.
 
     Returns:
         The calibration info: calibrated (bool), reason (why not, or None), sample counts,
@@ -290,7 +314,7 @@ def calibrate_map(map_dir: str | Path, place_model: PlaceModel, threshold_m: flo
     """
     database = MapDatabase.open(map_dir)
     model = fit_map_calibration(database, place_model, threshold_m, exclude_radius_m,
-                                max_queries, localizer_config, progress)
+                                max_queries, localizer_config, progress, time_budget_s)
     del database
     mapdb.write_calibration(map_dir, map_calibration_block(model))
     return {**model.info, 'weights': model.weights, 'bias': model.bias,

@@ -28,7 +28,10 @@ from pathlib import Path
 import time
 from typing import Any
 
-from r2former_ros.core.calibration.self_calibration import calibrate_map
+from r2former_ros.core.calibration.self_calibration import (
+    SELF_CALIBRATION_MAX_QUERIES,
+    calibrate_map,
+)
 from r2former_ros.core.errors import CheckpointError, R2FormerError
 from r2former_ros.core.mapdb import MapWriter, map_info, write_calibration
 from r2former_ros.core.mapdb.schema import origin_lla, read_manifest
@@ -45,6 +48,9 @@ from r2former_ros.core.places import factory
 from r2former_ros.core.places.base import PlaceModel
 
 LOG = logging.getLogger(__name__)
+
+CALIBRATION_BUDGET_SHARE = 0.5  # a default self-calibration takes at most half the build's time
+CALIBRATION_MIN_BUDGET_S = 60.0  # ... or a minute, for small maps
 
 
 def _mark_drive_calibration_stale(path: Path, added: int) -> bool:
@@ -69,15 +75,31 @@ def _mark_drive_calibration_stale(path: Path, added: int) -> bool:
     return True
 
 
-def _calibrate(path: Path, model: PlaceModel, max_queries: int, progress: bool) -> bool:
-    """Fit the confidence calibration on the map's own images; never fails the build."""
+def _calibrate(path: Path, model: PlaceModel, max_queries: int | None, progress: bool,
+               build_s: float) -> bool:
+    """
+    Fit the confidence calibration on the map's own images; never fails the build.
+
+    Without an asked-for number of queries, the calibration gets half the time the build
+    itself took (at least a minute), as many queries as fit, up to
+    SELF_CALIBRATION_MAX_QUERIES: on a CPU with the full R2Former shape 2000 queries of a
+    5000-place map would take hours after a build of tens of minutes.
+    """
+    budget = None if max_queries is not None else \
+        max(CALIBRATION_MIN_BUDGET_S, CALIBRATION_BUDGET_SHARE * build_s)
     try:
         info = calibrate_map(path, model, threshold_m=CALIBRATION_THRESHOLD_M,
-                             max_queries=max_queries, progress=progress)
+                             max_queries=max_queries or SELF_CALIBRATION_MAX_QUERIES,
+                             progress=progress, time_budget_s=budget)
     except R2FormerError as err:
         # The map is already committed and usable; calibration can be rerun on its own.
         LOG.warning('map %s written, but not calibrated: %s', path, err)
         return False
+    if budget is not None and info.get('seconds_per_query') is not None:
+        LOG.info('self-calibration: %d of the map images as queries, %.2f s each, to stay '
+                 'within %.0f s (half the build); --calibration-queries N for more, or better '
+                 '`r2former calibrate` on a second drive', info['num_queries'],
+                 info['seconds_per_query'], budget)
     # A fit can also be skipped (too few or one-sided samples): then the map is uncalibrated.
     return bool(info.get('calibrated'))
 
@@ -184,7 +206,8 @@ def finish_build(opts: BuildOptions, out: Path, model: PlaceModel, plan: Plan, k
         pass  # a drive calibration is worth more than a self-calibration: keep it, marked stale
     elif opts.calibrate:
         start = time.perf_counter()
-        calibrated = _calibrate(out, model, opts.calibration_queries, opts.progress)
+        calibrated = _calibrate(out, model, opts.calibration_queries, opts.progress,
+                                time.perf_counter() - started)
         timing['calibrate_s'] = time.perf_counter() - start
     timing['total_s'] = time.perf_counter() - started
     return BuildReport(out, num_places, sum(kept), plan.sources, calibrated, timing)

@@ -59,9 +59,10 @@ class BuildOptions:
     thumbnails: bool = True
     calibrate: bool = True
     # Map images used as self-calibration queries (evenly spread); each costs one rerank of
-    # the top candidates, seconds on a CPU. Same default as
-    # calibration.self_calibration.SELF_CALIBRATION_MAX_QUERIES (not imported: it pulls in torch).
-    calibration_queries: int = 2000
+    # the top candidates, seconds on a CPU. None: as many as fit in half the build's own time
+    # (at least a minute), up to 2000 (calibration.self_calibration's
+    # SELF_CALIBRATION_MAX_QUERIES, not imported here: it pulls in torch).
+    calibration_queries: int | None = None
     progress: bool = True
     backbone: str = 'r2former'
     checkpoint: str | os.PathLike[str] | None = None
@@ -106,7 +107,7 @@ def check_options(opts: BuildOptions) -> None:
         raise ConfigError('--append and --overwrite exclude each other')
     if opts.batch_size < 1:
         raise ConfigError(f'batch size must be >= 1, got {opts.batch_size}')
-    if opts.calibration_queries < 1:
+    if opts.calibration_queries is not None and opts.calibration_queries < 1:
         raise ConfigError(f'calibration queries must be >= 1, got {opts.calibration_queries}')
     if opts.decode_threads < 1:
         raise ConfigError(f'decode threads must be >= 1, got {opts.decode_threads}')

@@ -115,3 +115,19 @@ def test_fit_confidence_needs_both_classes():
     labels[:10] = True
     model = fit_confidence(features, labels, raw, 25.0)
     assert model.calibrated and model.info['ece_calibrated'] is not None
+
+
+def test_a_time_budget_sizes_the_calibration_and_says_so(route_map, monkeypatch):
+    from r2former_ros.core.calibration import self_calibration
+
+    model, path = route_map
+    monkeypatch.setattr(self_calibration, 'BUDGET_MIN_QUERIES', 6)
+    # No time at all: the least it may use, with the measured cost per query recorded.
+    info = calibrate_map(path, model, threshold_m=25.0, localizer_config=GLOBAL_ONLY,
+                         progress=False, time_budget_s=0.0)
+    assert info['num_queries'] == 6 and info['queries_within_budget'] == 0
+    assert info['seconds_per_query'] > 0 and info['time_budget_s'] == 0.0
+    # Plenty of time: every map image, as without a budget.
+    info = calibrate_map(path, model, threshold_m=25.0, localizer_config=GLOBAL_ONLY,
+                         progress=False, time_budget_s=1e6)
+    assert info['num_queries'] == 25
