@@ -1,6 +1,9 @@
 """
 Cost of one sequence-filter frame at 1k and 100k places (CPU), printed as JSON.
 
+Each run goes once without odometry (the filter's velocity estimate predicts the motion once it
+has one) and once with an odometry distance every frame.
+
 The map is a synthetic street grid (places every 5 m along streets 100 m apart); a drive runs
 along it at 10 m/s, 2 frames per second, and every frame brings K=100 ranked candidates (the true
 place and its neighbours on top, the rest random). The filter's motion bound is 20 m/s. The
@@ -13,6 +16,7 @@ places the filter keeps (max_active): the worst case per frame.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 
@@ -41,7 +45,7 @@ def street_grid(num_places: int) -> tuple[np.ndarray, np.ndarray]:
     return east.astype(float), north.astype(float)
 
 
-def run(num_places: int, ambiguous: bool = False, seed: int = 0) -> dict:
+def run(num_places: int, ambiguous: bool = False, seed: int = 0, odometry: bool = False) -> dict:
     rng = np.random.default_rng(seed)
     east, north = street_grid(num_places)
     filt = SequenceFilter(east, north, FilterConfig(max_speed_mps=20.0),
@@ -63,13 +67,15 @@ def run(num_places: int, ambiguous: bool = False, seed: int = 0) -> dict:
     times, actives, edges, right = [], [], [], []
     for t, (ids, scores, truth) in enumerate(frames):
         begin = time.perf_counter()
-        est = filt.update(ids, scores, stamp_s=t / FPS)
+        est = filt.update(ids, scores, stamp_s=t / FPS,
+                          odom_distance_m=SPEED_MPS / FPS if odometry and t else None)
         times.append((time.perf_counter() - begin) * 1e3)
         actives.append(est.num_active)
         edges.append(est.num_edges)
         right.append(abs(est.place_id - truth) <= 2)
     ms = np.asarray(times[10:])  # skip the first frames (caches, start-up)
     return {'num_places': num_places, 'scores': 'ambiguous (flat)' if ambiguous else 'normal',
+            'odometry': odometry, 'motion_last_frame': est.motion,
             'top_k': TOP_K, 'frames': FRAMES,
             'ms_per_frame_mean': float(ms.mean()), 'ms_per_frame_median': float(np.median(ms)),
             'ms_per_frame_p99': float(np.percentile(ms, 99)),
@@ -82,8 +88,9 @@ def main() -> None:
            'machine': f'{platform.machine()} {platform.processor() or ""}'.strip(),
            'python': platform.python_version(), 'numpy': np.__version__,
            'note': 'shared 2-core CPU, no GPU involved (the filter is numpy on the CPU)',
-           'results': [run(1_000), run(100_000), run(1_000, ambiguous=True),
-                       run(100_000, ambiguous=True)]}
+           'load_average_1min': os.getloadavg()[0],
+           'results': [run(n, ambiguous, odometry=odometry) for odometry in (False, True)
+                       for ambiguous in (False, True) for n in (1_000, 100_000)]}
     print(json.dumps(out, indent=2))
 
 
