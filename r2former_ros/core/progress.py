@@ -62,7 +62,8 @@ class LineProgress:
         """Count ``n`` more done; print a line when ``period_s`` passed since the last one."""
         self.n += n
         now = self.clock()
-        if now - self._last_line >= self.period_s:
+        finished = bool(self.total) and self.n >= self.total  # close() prints the last line
+        if now - self._last_line >= self.period_s and not finished:
             self._write(now)
 
     def close(self) -> None:

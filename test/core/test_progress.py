@@ -53,6 +53,19 @@ def test_off_a_terminal_a_long_step_prints_a_line_per_period(monkeypatch):
     assert '\r' not in piped.getvalue()
 
 
+def test_a_step_that_ends_on_a_period_prints_its_last_line_once():
+    out = io.StringIO()
+    clock = FakeClock()
+    with LineProgress(total=2, desc='extracting', unit='img', file=out, period_s=30.0,
+                      clock=clock) as bar:
+        for _ in range(2):
+            clock.now += 30.0
+            bar.update(1)
+    assert out.getvalue().splitlines() == [
+        'extracting: 1/2 img (50%), 0.0 img/s, about 30 s left',
+        'extracting: 2/2 img (100%), 0.0 img/s, done in 60 s']
+
+
 def test_line_progress_iterates_and_names_long_durations():
     out = io.StringIO()
     clock = FakeClock()
