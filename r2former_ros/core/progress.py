@@ -80,7 +80,9 @@ class LineProgress:
         parts = [f'{self.desc}: {count} {self.unit}' if self.desc else f'{count} {self.unit}']
         if self.total:
             parts[0] += f' ({100 * self.n / self.total:.0f}%)'
-        parts.append(f'{rate:.1f} {self.unit}/s')
+        # slow steps (seconds per query on a CPU) read better as time per item
+        parts.append(f'{rate:.1f} {self.unit}/s' if rate >= 1 or not self.n
+                     else f'{_duration(1 / rate)} per {self.unit}')
         if final:
             parts.append(f'done in {_duration(elapsed)}')
         elif self.total and rate > 0:

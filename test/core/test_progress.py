@@ -62,8 +62,8 @@ def test_a_step_that_ends_on_a_period_prints_its_last_line_once():
             clock.now += 30.0
             bar.update(1)
     assert out.getvalue().splitlines() == [
-        'extracting: 1/2 img (50%), 0.0 img/s, about 30 s left',
-        'extracting: 2/2 img (100%), 0.0 img/s, done in 60 s']
+        'extracting: 1/2 img (50%), 30 s per img, about 30 s left',
+        'extracting: 2/2 img (100%), 30 s per img, done in 60 s']
 
 
 def test_line_progress_iterates_and_names_long_durations():
@@ -77,5 +77,5 @@ def test_line_progress_iterates_and_names_long_durations():
         clock.now += 3600.0  # an hour per query
     assert seen == [0, 1, 2, 3]
     assert out.getvalue().splitlines()[0] == \
-        'calibrating: 1/4 query (25%), 0.0 query/s, about 3.0 h left'
+        'calibrating: 1/4 query (25%), 60 min per query, about 3.0 h left'
     assert out.getvalue().splitlines()[-1].endswith('done in 4.0 h')
