@@ -51,6 +51,15 @@ def cli_has_flag(verb: str, flag: str) -> bool:
     return flag in done.stdout
 
 
+def code_state() -> dict[str, Any]:
+    """Say which commit is measured, and which package files changed on top of it."""
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True,
+                          text=True, check=False).stdout.strip()
+    changed = subprocess.run(['git', 'status', '--porcelain', '--', 'r2former_ros'], cwd=ROOT,
+                             capture_output=True, text=True, check=False).stdout.splitlines()
+    return {'commit': head, 'uncommitted_package_files': [line[3:] for line in changed]}
+
+
 def read_json(path: Path) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(path.read_text(encoding='utf-8'))
     return loaded

@@ -43,7 +43,7 @@ import time
 from typing import Any
 
 import cv2
-from drive_tools import ROOT
+from drive_tools import ROOT, code_state
 import numpy as np
 from numpy.typing import NDArray
 from trust_drives import Drive, DriveBench, corridor_drive, folder_drive
@@ -232,7 +232,7 @@ def main() -> None:
                                 'homography': H_THRESHOLD_PX},
               'machine': {'cpus': os.cpu_count(),
                           'seconds': round(time.perf_counter() - start, 1)},
-              'drives': reports}
+              'code': code_state(), 'drives': reports}
     text = json.dumps(report, indent=2) + '\n'
     (ROOT / 'bench' / 'geometric_verification.json').write_text(text, encoding='utf-8')
     print(text)

@@ -30,6 +30,27 @@ and kidnap recovery frames. The odometry rows are skipped with a note while ``r2
     .venv/bin/python bench/trust_drives.py [--drive DIR] [--out OUT]
 
 Prints one JSON summary and writes it to bench/trust_drives.json (and OUT/report.json).
+
+The second drive of bench/trust_drives.json is the full VPR-Bench Corridor (111 + 111 frames;
+frames 60-110 are not bundled; MIT, github.com/MubarizZaffar/VPR-Bench, IJRR 2013 paper by
+M. Milford): the map keeps frames 0-82, the drive calibrates on 0-43 and is evaluated on 44-110,
+28 frames past the map's end. To make its folder:
+
+    git clone --depth 1 https://github.com/MubarizZaffar/VPR-Bench
+    mkdir -p corridor_vprbench/map corridor_vprbench/drive
+    cp VPR-Bench/datasets/corridor/ref/*.jpg corridor_vprbench/map/
+    cp VPR-Bench/datasets/corridor/query/*.jpg corridor_vprbench/drive/
+    cat > corridor_vprbench/drive.json <<'EOF'
+    {"name": "corridor-111 (VPR-Bench Corridor, full sequence)", "spacing_m": 10.0,
+     "lateral_m": 1.0, "threshold_m": 25.0, "map_frames": 83, "calibration_frames": 44,
+     "extra_flags": []}
+    EOF
+    .venv/bin/python bench/trust_drives.py --drive corridor_vprbench
+
+GardensPoint Walking (issue 20's own example: doi:10.5281/zenodo.4590133; map/ = day_right,
+drive/ = day_left, spacing_m 3, lateral_m 2, threshold_m 7.5, map_frames 150,
+calibration_frames 80, extra_flags ["--rerank-top", "20", "--max-speed", "10"]) runs the same
+way once downloaded; no copy of it could be reached from the development machine.
 """
 
 from __future__ import annotations
@@ -49,6 +70,7 @@ from drive_tools import (
     VENV,
     CommandFailed,
     cli_has_flag,
+    code_state,
     frames_to_leave,
     frames_to_recover,
     read_json,
@@ -313,6 +335,7 @@ def main() -> None:
         'machine': {'cpus': os.cpu_count(), 'load_before': [round(v, 2) for v in load_before],
                     'load_after': [round(v, 2) for v in os.getloadavg()],
                     'seconds': round(time.perf_counter() - start, 1)},
+        'code': code_state(),
         'drives': reports,
         'commands': log,
     }

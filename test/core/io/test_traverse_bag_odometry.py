@@ -136,3 +136,26 @@ def test_bad_odometry_settings_are_one_clear_error(tmp_path, tiny_image, setting
     with pytest.raises(ConfigError, match='odometry'):
         write_traverse_bag(tmp_path / 'drive', [tiny_image] * 3, odometry=settings)
     assert not (tmp_path / 'drive').exists()  # refused before anything is written
+
+
+def test_the_filters_odometry_reader_sees_the_steps_the_stop_and_the_jump(tmp_path, tiny_image):
+    """What the tools' --odom-topic reads from such a bag: ~10.3 m a frame, then the faults."""
+    from r2former_ros.core.io.bag_tracks import read_poses
+    from r2former_ros.core.localize.odometry import OdometryTrack
+
+    def track_of(settings):
+        bag = write_traverse_bag(tmp_path / 'drive', [tiny_image] * 40, odometry=settings)
+        poses = read_poses(bag, ODOM_TOPIC)
+        return OdometryTrack.from_arrays(poses.stamp_ns * 1e-9, poses.x, poses.y, poses.yaw)
+
+    image_s = [(START_NS + i * FRAME_NS) * 1e-9 for i in range(40)]
+    healthy = track_of(SyntheticOdometry())
+    steps = [healthy.step(a, b) for a, b in zip(image_s, image_s[1:], strict=False)]
+    distances = np.array([s.distance_m for s in steps], dtype=float)
+    assert all(s.usable for s in steps) and abs(distances.mean() / SPACING - 1.03) < 0.03
+    stopped = track_of(SyntheticOdometry(stop_after_s=15.0))
+    assert stopped.step(image_s[10], image_s[11]).usable
+    assert not stopped.step(image_s[20], image_s[21]).usable
+    jumping = track_of(SyntheticOdometry(jump_after_s=20.05))
+    assert jumping.step(image_s[10], image_s[11]).usable
+    assert not jumping.step(image_s[20], image_s[21]).usable
