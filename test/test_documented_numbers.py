@@ -21,3 +21,23 @@ def test_self_calibration_cost_per_query_is_the_measured_one():
                                   readme)
     assert quoted_in_help == seconds
     assert quoted_in_readme == [seconds]
+
+
+def test_cpu_threads_table_is_the_committed_run():
+    """The README's threads table shows bench/cpu_threads.json (rerun both together)."""
+    measured = json.loads((ROOT / 'bench' / 'cpu_threads.json').read_text())
+    readme = (ROOT / 'README.md').read_text()
+    section = readme.split('### CPU threads on a shared machine', 1)[1].split('###', 1)[0]
+    number = r'\s*\**\d+\**\s*\|'
+    rows = [line for line in section.splitlines() if re.search(rf'\|{number * 3}$', line)]
+    shown = [[int(v.strip('* ')) for v in row.split('|')[-4:-1]] for row in rows]
+    order = {'r2former': 0, 'dinov2': 1}
+    results = sorted(measured['results'],
+                     key=lambda r: (order[r['model'].split('-')[0].split('@')[0]],
+                                    r['wait_policy'] != 'spin (torch default)'))
+    expected = []
+    for result in results:
+        cells = {(c['neighbours'], c['threads']): c['median_ms'] for c in result['cells']}
+        for threads in sorted({t for _, t in cells}):
+            expected.append([round(cells[(n, threads)]) for n in (0, 1, 2)])
+    assert shown == expected
