@@ -62,7 +62,7 @@ class LineProgress:
         """Count ``n`` more done; print a line when ``period_s`` passed since the last one."""
         self.n += n
         now = self.clock()
-        finished = bool(self.total) and self.n >= self.total  # close() prints the last line
+        finished = self.total is not None and 0 < self.total <= self.n  # close() prints it
         if now - self._last_line >= self.period_s and not finished:
             self._write(now)
 
