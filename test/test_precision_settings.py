@@ -217,3 +217,15 @@ def test_entry_points_cover_every_command():
     assert commands | {'node'} == set(ENTRY_POINTS)
     assert all((cli / f'{name.replace("-", "_").replace("eval", "eval_cmd")}.py').is_file()
                for name in commands)
+
+
+def test_the_factory_gives_the_dinov2_fallback_its_precision(dinov2_cache, monkeypatch):
+    """`--precision bf16 --backbone dinov2-s14` must run bf16, not validate and run fp32."""
+    from r2former_ros.core.device import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        pytest.skip('this CPU has no native bf16')
+    monkeypatch.setenv('R2FORMER_CACHE', str(dinov2_cache))
+    model = factory.load_place_model('dinov2-s14', device='cpu', precision='bf16',
+                                     input_hw=(56, 56), num_local=8)
+    assert model.precision == 'bf16' and model.autocast_dtype == torch.bfloat16

@@ -142,14 +142,15 @@ def load_place_model(backbone: str | None = 'r2former',
         raise ConfigError(f"backbone '{backbone}' is not one of {', '.join(BACKBONES)}")
     torch_device = resolve_device(device)
     # One place for the float math of every tool and the node: TF32 off (fp32 is true fp32),
-    # reduced precision opt-in and CUDA-only; it also rejects an unknown precision early.
+    # reduced precision opt-in (and refused where the hardware lacks it); it also rejects an
+    # unknown precision early.
     apply_precision(precision, torch_device)
     if backbone == 'r2former':
         path = Path(checkpoint) if checkpoint else default_checkpoint()
         return load_r2former(path, torch_device, input_hw, num_local, mode,
                              precision, allow_random)
     return load_dinov2(str(checkpoint) if checkpoint else None, torch_device, input_hw,
-                       num_local)
+                       num_local, precision=precision)
 
 
 def load_model_for_map(map_model: Mapping[str, Any], *, backbone: str | None = None,
