@@ -36,8 +36,8 @@ def _source_line(source: dict[str, Any]) -> str:
     where = source.get('bag') or source.get('images_dir') or source.get('name') or '?'
     topic = f' {source["image_topic"]}' if source.get('image_topic') else ''
     counters = [f'{key}={source[key]}' for key in (
-        'images_read', 'kept', 'dropped_gps_gap', 'dropped_outside_fixes', 'not_keyframe',
-        'undecodable_skipped') if key in source]
+        'images_read', 'kept', 'dropped_gps_gap', 'dropped_outside_fixes', 'dropped_pose_gap',
+        'dropped_outside_poses', 'not_keyframe', 'undecodable_skipped') if key in source]
     return f'{source.get("kind", "?")} {where}{topic}' + (f' ({", ".join(counters)})'
                                                           if counters else '')
 
@@ -93,10 +93,19 @@ ORIGIN_DECIMALS = {'lat': 7, 'lon': 7, 'alt': 2}
 
 
 def _origin_text(origin: dict[str, Any]) -> str:
-    """'lat 48.1234567, lon 11.1234567, alt 30.00', or 'none'."""
+    """'lat 48.1234567, lon 11.1234567, alt 30.00', or 'none' (a map in a pose frame)."""
     parts = [f'{key} {float(origin[key]):.{decimals}f}'
              for key, decimals in ORIGIN_DECIMALS.items() if origin.get(key) is not None]
     return ', '.join(parts) or 'none'
+
+
+def _positions_text(info: dict[str, Any]) -> str:
+    """Say what the places' positions are: GPS (WGS84, ENU about the origin) or a pose frame."""
+    frame = info.get('position_frame') or 'wgs84'
+    if frame == 'wgs84':
+        return 'wgs84 (GPS; east, north, up in metres about the origin)'
+    return (f'{frame} (x, y, z of poses in frame {frame!r}, metres; no GPS: latitude, '
+            'longitude and UTM are NaN)')
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -113,6 +122,7 @@ def format_info(info: dict[str, Any]) -> str:
         ('checkpoint', f"{info['checkpoint']} (sha256 {info['checkpoint_sha256']})"),
         ('local format', info['local_format']),
         ('index', _index_line(info)),
+        ('positions', _positions_text(info)),
         ('origin', _origin_text(origin)),
         ('thumbnails', 'yes' if info['has_thumbnails'] else 'no'),
         ('calibrated', _calibration_line(info)),

@@ -30,6 +30,9 @@ WGS84_E2 = WGS84_F * (2.0 - WGS84_F)
 MEAN_EARTH_RADIUS_M = 6371008.8
 """IUGG mean radius R1 = (2a + b) / 3, used by :func:`haversine_m`."""
 
+WGS84_FRAME = 'wgs84'
+"""The position frame of a map built from GPS (any other frame is a pose frame, e.g. 'map')."""
+
 UTM_K0 = 0.9996
 UTM_FALSE_EASTING = 500000.0
 UTM_FALSE_NORTHING_SOUTH = 10000000.0
@@ -407,4 +410,22 @@ def place_position(lat: float, lon: float, alt: float,
     zone, northern, easting, northing = wgs84_to_utm(lat, lon)
     return PlacePosition(float(lat), float(lon), float(alt), float(east), float(north), float(up),
                          int(zone), bool(northern), float(easting), float(northing),
+                         None if heading is None or not np.isfinite(heading) else float(heading))
+
+
+def frame_position(x: float, y: float, z: float, heading: float | None = None) -> PlacePosition:
+    """
+    Return a place known only in a robot's own frame (poses, no GPS), inventing nothing.
+
+    x, y, z go into the east, north, up fields (metres in that frame); lat, lon, alt and the
+    UTM easting/northing are NaN and the UTM zone 0 (unknown).
+
+    Args:
+        x: metres along the frame's x axis.
+        y: metres along its y axis.
+        z: metres along its z axis.
+        heading: yaw in radians, counter-clockwise from the frame's x axis, or None.
+    """
+    nan = float('nan')
+    return PlacePosition(nan, nan, nan, float(x), float(y), float(z), 0, False, nan, nan,
                          None if heading is None or not np.isfinite(heading) else float(heading))

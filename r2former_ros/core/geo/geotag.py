@@ -15,6 +15,10 @@ Rules:
       poses are given, taken as-is (REP 103: the frame is assumed to be ENU-aligned), NaN where
       no pose lies within ``max_gap_s`` on both sides. Without poses it is the direction of GNSS
       motion over ``heading_window_s`` around the image, NaN when slower than ``min_speed_mps``.
+    * A robot without GPS gives its positions as poses in its own frame (e.g. a SLAM ``map``):
+      :func:`pose_tag_images` places the image stamps in that frame by the same rules (linear
+      interpolation, ``max_gap_s`` on both sides, no extrapolation); x, y, z go into the
+      east, north, up columns and the geodetic fields stay NaN: nothing is invented.
 """
 
 from __future__ import annotations
@@ -72,9 +76,16 @@ class PoseArrays:
     y: np.ndarray
     z: np.ndarray
     yaw: np.ndarray  # float64 radians about z, in (-pi, pi]
+    # The distinct header frame ids of the messages, in order of first appearance.
+    frame_ids: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.stamp_ns.shape[0])
+
+    def take(self, index: np.ndarray) -> PoseArrays:
+        """Select rows by an index or boolean array (the frame ids are kept)."""
+        return PoseArrays(self.stamp_ns[index], self.x[index], self.y[index], self.z[index],
+                          self.yaw[index], self.frame_ids)
 
 
 @dataclass(frozen=True)
@@ -86,14 +97,15 @@ class Geotags:
     lat: np.ndarray
     lon: np.ndarray
     alt: np.ndarray
-    east: np.ndarray  # metres in the ENU frame about `origin`
-    north: np.ndarray
-    up: np.ndarray
-    heading: np.ndarray  # radians ENU, NaN = unknown
-    origin: tuple[float, float, float] | None  # (lat, lon, alt); None without usable fixes
+    east: np.ndarray  # metres in the ENU frame about `origin` (poses: x of their frame)
+    north: np.ndarray  # (poses: y)
+    up: np.ndarray  # (poses: z)
+    heading: np.ndarray  # radians ENU (poses: yaw in their frame), NaN = unknown
+    # (lat, lon, alt); None without usable fixes, and for positions from poses
+    origin: tuple[float, float, float] | None
     n_dropped_gap: int = 0  # a usable fix on each side, but one is farther than max_gap_s
     n_dropped_outside: int = 0  # before the first or after the last usable fix
-    n_usable_fixes: int = 0
+    n_usable_fixes: int = 0  # usable fixes, or usable poses for positions from poses
 
     @property
     def n_dropped(self) -> int:
@@ -321,6 +333,71 @@ def geotag_images(
     return Geotags(
         image_index=index, stamp_ns=kept_ns, lat=lat, lon=lon, alt=alt, east=east,
         north=north, up=up, heading=heading, origin=origin,
+        n_dropped_gap=int(np.count_nonzero(inside & ~covered)),
+        n_dropped_outside=int(np.count_nonzero(~inside)),
+        n_usable_fixes=len(usable),
+    )
+
+
+def filter_poses(poses: PoseArrays) -> PoseArrays:
+    """
+    Keep the poses with a finite position, sorted by stamp, with repeated stamps removed.
+
+    Args:
+        poses: Poses in any order.
+
+    Returns:
+        The usable poses in strictly increasing stamp order.
+
+    """
+    finite = np.isfinite(poses.x) & np.isfinite(poses.y) & np.isfinite(poses.z)
+    usable = poses.take(finite)
+    usable = usable.take(np.argsort(usable.stamp_ns, kind='stable'))
+    first = np.ones(len(usable), dtype=bool)
+    first[1:] = np.diff(usable.stamp_ns) > 0
+    return usable.take(first)
+
+
+def pose_tag_images(image_stamp_ns: np.ndarray, poses: PoseArrays, *,
+                    max_gap_s: float = 1.0) -> Geotags:
+    """
+    Give each image stamp a position in the poses' own frame, dropping uncovered images.
+
+    The rules are those of :func:`geotag_images` with poses in place of fixes: linear
+    interpolation in time, a usable pose at most ``max_gap_s`` before and after the image, no
+    extrapolation. ``east``, ``north``, ``up`` hold the frame's x, y, z (metres), ``heading``
+    the interpolated yaw (NaN where the yaw is not finite); lat, lon, alt are NaN.
+
+    Args:
+        image_stamp_ns: Image stamps (int64 ns), any order.
+        poses: Raw poses; those without a finite position are skipped here.
+        max_gap_s: Largest time to the usable pose before and after an image.
+
+    Returns:
+        Geotags of the covered images, in input order (origin None), and the drop counts.
+
+    Raises:
+        ConfigError: If ``max_gap_s`` is not positive.
+
+    """
+    if not max_gap_s > 0:
+        raise ConfigError(f'max_gap_s must be > 0, got {max_gap_s}')
+    stamps = np.asarray(image_stamp_ns, dtype=np.int64).reshape(-1)
+    usable = filter_poses(poses)
+    inside, covered = _bracket(usable.stamp_ns, stamps, int(round(max_gap_s * 1e9)))
+    index = np.flatnonzero(covered).astype(np.int64)
+    kept_ns = stamps[index]
+    if index.size:
+        t0 = int(usable.stamp_ns[0])
+        pose_s, query_s = _seconds(usable.stamp_ns, t0), _seconds(kept_ns, t0)
+        east, north, up = (np.interp(query_s, pose_s, v) for v in (usable.x, usable.y, usable.z))
+        heading = heading_from_poses(kept_ns, usable, max_gap_s)
+    else:
+        east = north = up = heading = np.zeros(0)
+    nan = np.full(index.size, np.nan)
+    return Geotags(
+        image_index=index, stamp_ns=kept_ns, lat=nan, lon=nan.copy(), alt=nan.copy(),
+        east=east, north=north, up=up, heading=heading, origin=None,
         n_dropped_gap=int(np.count_nonzero(inside & ~covered)),
         n_dropped_outside=int(np.count_nonzero(~inside)),
         n_usable_fixes=len(usable),

@@ -33,7 +33,8 @@ from r2former_ros.core.mapdb.schema import (
     check_files,
     compare_model,
     expected_layout,
-    origin_lla,
+    geodetic_origin,
+    position_frame_of,
     position_of,
     read_manifest,
 )
@@ -168,8 +169,24 @@ class MapDatabase:
 
     @property
     def origin(self) -> tuple[float, float, float]:
-        """The (lat, lon, alt) origin of the map's ENU frame."""
-        return origin_lla(self._manifest['origin'])
+        """
+        The (lat, lon, alt) origin of a GPS map's ENU frame.
+
+        Raises:
+            MapError: the map is in a pose frame (no GPS), which has no geodetic origin: GPS
+                input cannot be placed on it.
+        """
+        return geodetic_origin(self._manifest, str(self.path))
+
+    @property
+    def position_frame(self) -> str:
+        """
+        Frame of the places' positions: ``'wgs84'`` or the poses' frame id.
+
+        ``'wgs84'``: places from GPS, ENU metres about :attr:`origin`; else the frame id of
+        the poses the map was built from (places' east, north, up = x, y, z in that frame).
+        """
+        return position_frame_of(self._manifest)
 
     @property
     def num_places(self) -> int:

@@ -6,7 +6,8 @@ reader and `verify_map` agree on one definition. Layout of a map of N places, K 
 D local dims and G global dims::
 
     manifest.json      format_version, tool_version, created, model, storage, counts,
-                       sources, origin, calibration, index_type, index, files, thumbnails
+                       sources, origin, position_frame, calibration, index_type, index, files,
+                       thumbnails
     global.npy         (N, G) float32, unit L2 rows
     token_index.npy    (N, K) uint16 patch index (raster order of the patch grid)
     attention.npy      (N, K) float16 attention score (divided by the image's max)
@@ -31,6 +32,7 @@ from numpy.typing import NDArray
 
 from r2former_ros import __version__
 from r2former_ros.core.errors import ConfigError, MapError
+from r2former_ros.core.geo.coords import WGS84_FRAME
 from r2former_ros.core.hashing import file_sha256
 from r2former_ros.core.types import PlacePosition
 
@@ -112,6 +114,37 @@ def position_of(row: np.void) -> PlacePosition:
 def origin_lla(block: Mapping[str, Any]) -> tuple[float, float, float]:
     """Return a manifest's ``origin`` block as the (lat, lon, alt) of the map's ENU frame."""
     return float(block['lat']), float(block['lon']), float(block['alt'])
+
+
+# The origin block of a map whose places are in a robot's own frame (built from poses): that
+# frame has no geodetic origin, and none is invented. The block keeps its keys, so a reader
+# that only shows it (`map info`) still finds them.
+NO_GEODETIC_ORIGIN: dict[str, None] = {'lat': None, 'lon': None, 'alt': None}
+
+
+def position_frame_of(manifest: Mapping[str, Any]) -> str:
+    """
+    Return the frame of a map's place positions.
+
+    ``'wgs84'`` for a map built from GPS (and for maps written before the field existed), else
+    the frame id of the poses it was built from (e.g. ``'map'``).
+    """
+    return str(manifest.get('position_frame') or WGS84_FRAME)
+
+
+def geodetic_origin(manifest: Mapping[str, Any], where: str) -> tuple[float, float, float]:
+    """
+    Return the (lat, lon, alt) origin of a GPS map's ENU frame.
+
+    Raises:
+        MapError: the map's positions are in a pose frame, which has no geodetic origin.
+    """
+    frame = position_frame_of(manifest)
+    if frame != WGS84_FRAME:
+        raise MapError(f"map {where} holds positions in frame '{frame}' (built from poses, no "
+                       'GPS): it has no geodetic origin, so GPS input cannot be placed on it; '
+                       f"use poses in '{frame}' (--pose-topic)")
+    return origin_lla(manifest['origin'])
 
 
 def local_dtype(local_format: str) -> np.dtype:

@@ -7,7 +7,13 @@ from typing import Any
 
 from r2former_ros.core.errors import MapError
 from r2former_ros.core.mapdb.reader import load_arrays, open_index
-from r2former_ros.core.mapdb.schema import GLOBAL_FILE, INDEX_FILE, check_files, read_manifest
+from r2former_ros.core.mapdb.schema import (
+    GLOBAL_FILE,
+    INDEX_FILE,
+    check_files,
+    position_frame_of,
+    read_manifest,
+)
 from r2former_ros.core.mapdb.thumbnails import check_thumbnails
 
 
@@ -61,7 +67,8 @@ def map_info(path: str | Path) -> dict[str, Any]:
     Returns:
         num_places, bytes_per_place, checkpoint_sha256, format_version, backbone, input_hw,
         num_local, global_dim, local_dim, local_format, index_type, index_tuning, origin,
-        sources, created, tool_version, has_thumbnails, calibrated, calibration (see
+        position_frame ('wgs84' for GPS maps, else the frame id of the poses the places come
+        from), sources, created, tool_version, has_thumbnails, calibrated, calibration (see
         :func:`calibration_summary`).
     """
     root = Path(path)
@@ -88,6 +95,7 @@ def map_info(path: str | Path) -> dict[str, Any]:
         # How nprobe/efSearch were tuned (value, recall@k vs exact, ms/query), or None.
         'index_tuning': (manifest.get('index') or {}).get('tuning'),
         'origin': manifest['origin'],
+        'position_frame': position_frame_of(manifest),
         'sources': manifest['sources'],
         'has_thumbnails': bool(manifest.get('thumbnails')),
         # A calibration block without weights records why fitting was skipped, and a stale one

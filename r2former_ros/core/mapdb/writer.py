@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from r2former_ros import __version__
 from r2former_ros.core.errors import ConfigError, MapError
 from r2former_ros.core.features import LOCAL_XY_ATT_COLUMNS, ImageFeatures
+from r2former_ros.core.geo.coords import WGS84_FRAME
 from r2former_ros.core.hashing import file_sha256
 from r2former_ros.core.mapdb import index as retrieval
 from r2former_ros.core.mapdb.atomic import (
@@ -41,12 +42,14 @@ from r2former_ros.core.mapdb.schema import (
     LOCAL_DESC_FILE,
     LOCAL_FORMATS,
     MANIFEST_NAME,
+    NO_GEODETIC_ORIGIN,
     PLACES_FILE,
     TOKEN_INDEX_FILE,
     PlaceRecord,
     dtype_label,
     normalise_model,
     place_rows,
+    position_frame_of,
     row_layout,
     utc_now,
 )
@@ -101,6 +104,7 @@ class MapWriter:
         sources: Sequence[Mapping[str, Any]] | None = None,
         overwrite: bool = False,
         tune: TuneSettings | None = None,
+        position_frame: str = WGS84_FRAME,
     ) -> None:
         """
         Prepare a writer; nothing is written before the ``with`` block starts.
@@ -121,6 +125,9 @@ class MapWriter:
             overwrite: replace an existing map at ``path``.
             tune: tune nprobe/efSearch of an approximate index on the map's own descriptors
                 (:mod:`r2former_ros.core.mapdb.tuning`); None keeps ``nprobe``/``ef_search``.
+            position_frame: ``'wgs84'`` (places from GPS, ENU about ``origin``) or the frame
+                id of the poses the places come from (their east, north, up are x, y, z in
+                that frame); such a map has no geodetic origin (``origin`` stays None).
         """
         self._target = Path(path)
         self._model = normalise_model(model, str(self._target))
@@ -135,6 +142,12 @@ class MapWriter:
         self._index_request = index_type
         self._nprobe, self._ef_search, self._exact_max = nprobe, ef_search, exact_max
         self._thumb_width = int(thumbnail_width)
+        if not position_frame:
+            raise ConfigError(f'{self._target}: position_frame must name a frame')
+        self._position_frame = str(position_frame)
+        if origin is not None and self._position_frame != WGS84_FRAME:
+            raise ConfigError(f"{self._target}: a map in frame '{position_frame}' has no "
+                              f'geodetic origin, got {origin!r}')
         self._origin = None if origin is None else _origin_dict(origin)
         self._sources = [dict(s) for s in sources or []]
         self._overwrite = overwrite
@@ -174,6 +187,7 @@ class MapWriter:
         base = MapDatabase.open(path, expected_model=model)
         manifest = base.manifest
         index_block = manifest.get('index', {})
+        frame = position_frame_of(manifest)
         writer = cls(
             path, manifest['model'],
             local_format=manifest['storage']['local_format'],
@@ -182,7 +196,8 @@ class MapWriter:
             ef_search=ef_search or index_block.get('ef_search', retrieval.DEFAULT_EF_SEARCH),
             thumbnail_width=(manifest.get('thumbnails') or {}).get(
                 'width', DEFAULT_THUMBNAIL_WIDTH),
-            origin=manifest['origin'], sources=manifest['sources'], overwrite=True, tune=tune)
+            origin=manifest['origin'] if frame == WGS84_FRAME else None,
+            sources=manifest['sources'], overwrite=True, tune=tune, position_frame=frame)
         writer._base = base
         writer._created = manifest.get('created')
         writer.calibration = manifest.get('calibration')
@@ -214,6 +229,11 @@ class MapWriter:
         return None if self._origin is None else dict(self._origin)
 
     @property
+    def position_frame(self) -> str:
+        """``'wgs84'`` or the frame id of the poses the places come from."""
+        return self._position_frame
+
+    @property
     def num_places(self) -> int:
         """Places in the map so far (copied ones included when appending)."""
         return self._count
@@ -227,8 +247,12 @@ class MapWriter:
         """
         Set the WGS84 origin of the map's ENU frame.
 
-        Appending cannot move the origin, because stored places are in its frame.
+        Appending cannot move the origin, because stored places are in its frame; a map in a
+        pose frame has no geodetic origin to set.
         """
+        if self._position_frame != WGS84_FRAME:
+            raise MapError(f"{self._target}: the map holds positions in frame "
+                           f"'{self._position_frame}', which has no geodetic origin")
         new = _origin_dict({'lat': lat, 'lon': lon, 'alt': alt})
         if self._base is not None and new != self._origin:
             raise MapError(f'{self._target}: cannot change the ENU origin of an existing map '
@@ -359,7 +383,7 @@ class MapWriter:
         try:
             if self._count == 0:
                 raise MapError(f'{self._target}: no places were added; not writing an empty map')
-            if self._origin is None:
+            if self._origin is None and self._position_frame == WGS84_FRAME:
                 raise MapError(f'{self._target}: ENU origin was never set (set_origin)')
             for out in self._out.values():
                 out.close()  # fsyncs each array file
@@ -427,7 +451,8 @@ class MapWriter:
             },
             'counts': {'num_places': self._count},
             'sources': self._sources,
-            'origin': self._origin,
+            'origin': self._origin if self._origin is not None else dict(NO_GEODETIC_ORIGIN),
+            'position_frame': self._position_frame,
             'calibration': self.calibration,
             'index_type': index_block['type'],
             'index': index_block,
