@@ -1,13 +1,15 @@
 """
-`r2former calibrate`: fit a map's confidence on a second drive of the route (with GPS).
+`r2former calibrate`: fit a map's confidence on a second drive of the route (with its truth).
 
     r2former calibrate MAP_DIR --bag BAG --image-topic T --gps-topic T [--threshold-m M]
         [--filter hmm|none] [--rerank-top-n N] [--max-speed V] [--json OUT]
+    r2former calibrate MAP_FROM_POSES --bag BAG --image-topic T --pose-topic T [...]
 
-Record the route once more (another day, another lane), then run this: the drive's GPS labels
-each frame, and the single-frame confidence (and with ``--filter hmm``, the default, the
-sequence filter's observation model and its filtered confidence) are fitted on it,
-cross-validated in contiguous blocks of the drive, and stored in the map's manifest (atomically)
+Record the route once more (another day, another lane), then run this: the drive's GPS (or, for
+a map built from poses, its poses in the map's frame) labels each frame, and the single-frame
+confidence (and with ``--filter hmm``, the default, the sequence filter's observation model and
+its filtered confidence) are fitted on it, cross-validated in contiguous blocks of the drive,
+and stored in the map's manifest (atomically)
 with the settings they hold for: backbone, ranking (global or rerank top-N), filter and
 threshold. The node and the tools use the calibration only under those settings; under others
 the confidence is a raw score and every result says ``calibrated: false``.
@@ -27,6 +29,7 @@ from r2former_ros.cli.localizer_args import (
     note_global_only,
 )
 from r2former_ros.cli.model_args import MAP_BACKBONE_HELP, add_model_arguments, load_model_for_map
+from r2former_ros.cli.truth_args import check_bag_truth
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.localize.settings import DEFAULT_TARGET_PRECISION
 
@@ -41,8 +44,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument('--bag', type=Path, nargs='+', required=True,
                         help='the drive: bag(s) of another recording of the route')
     parser.add_argument('--image-topic', required=True, help='image topic of the drive')
-    parser.add_argument('--gps-topic', required=True,
+    parser.add_argument('--gps-topic',
                         help='NavSatFix topic of the drive (labels only; never a filter input)')
+    parser.add_argument('--pose-topic',
+                        help='instead of --gps-topic, for a map built from poses: the '
+                             "drive's poses in the map's frame (PoseStamped, "
+                             'PoseWithCovarianceStamped or Odometry; labels only)')
     parser.add_argument('--odom-topic',
                         help='odometry of the drive (nav_msgs/Odometry or a pose topic): the '
                              'filter is fitted reading it, and the calibration then holds for a '
@@ -75,9 +82,8 @@ def _check(args: argparse.Namespace) -> None:
     for bag in args.bag:
         if not bag.exists():
             raise ConfigError(f'bag {bag} does not exist')
-    from r2former_ros.core.io.bag_open import check_drive_topics  # noqa: PLC0415 - rosbags
-
-    check_drive_topics(args.bag, args.image_topic, args.gps_topic, args.odom_topic)
+    check_bag_truth(args.map_dir, args.bag, args.image_topic, args.gps_topic, args.pose_topic,
+                    args.odom_topic)
 
 
 def _ece(value: float | None) -> str:
@@ -87,7 +93,7 @@ def _ece(value: float | None) -> str:
 def format_report(report: dict[str, Any]) -> str:
     """Format the report: frames, top-1 accuracy and ECE (raw, cross-validated) of each."""
     settings = report['settings']
-    lines = [f"drive {report['drive']}: {report['num_frames']} frames with GPS "
+    lines = [f"drive {report['drive']}: {report['num_frames']} frames with a true position "
              f"({report['num_outside_map']} farther than {settings['threshold_m']:g} m from "
              'every map place)',
              f"settings: backbone {settings['backbone']}, ranking {settings['ranking']}, "
@@ -135,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     report = calibrate_on_drive(args.map_dir, model, args.bag, args.image_topic, args.gps_topic,
                                 config, every=args.every, write=not args.dry_run,
                                 progress=progress, odom_topic=args.odom_topic,
-                                target_precision=args.target_precision)
+                                target_precision=args.target_precision,
+                                pose_topic=args.pose_topic)
     print(format_report(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,11 @@
 
     r2former eval --dataset DIR --layout vg|vprbench [--checkpoint FILE] [--json OUT] [--plots DIR]
     r2former eval --map MAP_DIR --bag QUERY_BAG --image-topic T --gps-topic T [--json OUT]
+    r2former eval --map MAP_DIR --bag QUERY_BAG --image-topic T --pose-topic T [--json OUT]
+
+A map built from poses (no GPS) takes the query bag's poses in its frame as the truth
+(--pose-topic); a GPS map takes its NavSatFix (--gps-topic). Distances, --threshold-m and every
+metric are metres in the map's frame.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from r2former_ros.cli.localizer_args import (
     note_global_only,
 )
 from r2former_ros.cli.model_args import AUTO_BACKBONE_HELP, add_model_arguments, load_model_for_map
+from r2former_ros.cli.truth_args import check_bag_truth
 from r2former_ros.core.errors import ConfigError
 from r2former_ros.core.io.outputs import check_new_outputs
 
@@ -37,6 +43,10 @@ def register(subparsers: Any) -> None:
     source.add_argument('--bag', type=Path, nargs='+', help='query bag(s)')
     source.add_argument('--image-topic', help='query image topic')
     source.add_argument('--gps-topic', help='query NavSatFix topic (the ground truth)')
+    source.add_argument('--pose-topic',
+                        help='instead of --gps-topic, for a map built from poses: the query '
+                             "bag's poses in the map's frame (PoseStamped, "
+                             'PoseWithCovarianceStamped or Odometry) are the ground truth')
     source.add_argument('--odom-topic',
                         help="the bag's odometry (nav_msgs/Odometry or a pose topic): the "
                              "sequence filter's motion step reads it, as the node's odom input")
@@ -57,13 +67,15 @@ def _check(args: argparse.Namespace) -> str:
     bag = args.map_dir is not None or args.bag is not None
     if dataset == bag:
         raise ConfigError('give either --dataset DIR --layout vg|vprbench, or --map MAP_DIR '
-                          '--bag BAG --image-topic T --gps-topic T')
+                          '--bag BAG --image-topic T --gps-topic T (or --pose-topic T)')
     if dataset and not args.layout:
         raise ConfigError('--dataset needs --layout vg or --layout vprbench')
     if dataset and not args.dataset.is_dir():
         raise ConfigError(f'--dataset {args.dataset} is not a directory')
-    if bag and not (args.map_dir and args.bag and args.image_topic and args.gps_topic):
-        raise ConfigError('bag evaluation needs --map, --bag, --image-topic and --gps-topic')
+    if bag and not (args.map_dir and args.bag and args.image_topic and
+                    (args.gps_topic or args.pose_topic)):
+        raise ConfigError('bag evaluation needs --map, --bag, --image-topic and --gps-topic '
+                          '(a GPS map) or --pose-topic (a map built from poses)')
     if bag and args.map_dir and not (args.map_dir / 'manifest.json').is_file():
         raise ConfigError(f'--map {args.map_dir} is not a map directory (no manifest.json)')
     missing = [str(p) for p in args.bag or [] if not p.exists()]
@@ -74,11 +86,11 @@ def _check(args: argparse.Namespace) -> str:
     localizer_config(args)  # every localizer flag checked before the model loads
     check_new_outputs(json=args.json, plots=args.plots)
     if bag:
-        from r2former_ros.core.io.bag_open import check_drive_topics  # noqa: PLC0415 - rosbags
-
-        check_drive_topics(args.bag, args.image_topic, args.gps_topic, args.odom_topic)
-    elif args.odom_topic:
-        raise ConfigError('--odom-topic needs a bag (--map, --bag): a dataset has no odometry')
+        check_bag_truth(args.map_dir, args.bag, args.image_topic, args.gps_topic,
+                        args.pose_topic, args.odom_topic)
+    elif args.odom_topic or args.pose_topic:
+        raise ConfigError('--odom-topic and --pose-topic need a bag (--map, --bag): a dataset '
+                          'has neither')
     return 'dataset' if dataset else 'bag'
 
 
@@ -116,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = evaluation.evaluate_bag(model, args.map_dir, args.bag, args.image_topic,
                                          args.gps_topic, settings, every=args.every,
-                                         progress=progress, odom_topic=args.odom_topic)
+                                         progress=progress, odom_topic=args.odom_topic,
+                                         pose_topic=args.pose_topic)
         _warn_in_sample(result.summary, args)
     if not model.has_reranker:
         # A global-only checkpoint (its loader already said reranking is unavailable): there is

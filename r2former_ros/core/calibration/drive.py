@@ -104,14 +104,23 @@ def drive_frame(result: LocalizationResult, east: float, north: float,
 
 
 def bag_drive_frames(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path],
-                     image_topic: str, gps_topic: str, every: int = 1,
-                     max_gap_s: float = 1.0, progress: Progress | None = None
+                     image_topic: str, gps_topic: str | None, every: int = 1,
+                     max_gap_s: float = 1.0, progress: Progress | None = None, *,
+                     pose_topic: str | None = None
                      ) -> tuple[list[DriveFrame], dict[str, int]]:
-    """Encode and rank every GPS-covered image of a drive bag (in time order)."""
-    from r2former_ros.core.io.bag_geotag import geotagged_bag_images  # noqa: PLC0415 - rosbags
+    """
+    Encode and rank every image of a drive bag its truth covers (in time order).
 
-    images, stats = geotagged_bag_images(bag_paths, image_topic, gps_topic,
-                                         localizer.database.origin, max_gap_s, every)
+    The truth is the drive's GPS (``gps_topic``, a GPS map) or its poses in the map's frame
+    (``pose_topic``, a map built from poses); exactly one of the two.
+    """
+    # rosbags only when a drive is read
+    from r2former_ros.core.io.bag_geotag import geotagged_bag_images  # noqa: PLC0415
+    from r2former_ros.core.io.bag_truth import TruthSource  # noqa: PLC0415
+
+    truth = TruthSource.from_topics(gps_topic, pose_topic).read_for(bag_paths,
+                                                                   localizer.database)
+    images, stats = geotagged_bag_images(bag_paths, image_topic, truth, max_gap_s, every)
     frames: list[DriveFrame] = []
     for image in images:
         stamp_s = image.record.stamp_ns * 1e-9
@@ -252,7 +261,8 @@ def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64
         the operating points.
     """
     if len(frames) < MIN_FRAMES:
-        raise ConfigError(f'only {len(frames)} drive frames with GPS (need {MIN_FRAMES})')
+        raise ConfigError(f'only {len(frames)} drive frames with a true position '
+                          f'(need {MIN_FRAMES})')
     config = config.validate()
     # 'auto' calibrates the filter: that is what makes 'auto' turn it on.
     filter_name = 'none' if config.filter == 'none' else 'hmm'
@@ -369,20 +379,21 @@ def drive_name(bag_paths: str | Path | Sequence[str | Path]) -> str:
 
 def calibrate_on_drive(map_dir: str | Path, place_model: PlaceModel,
                        bag_paths: str | Path | Sequence[str | Path], image_topic: str,
-                       gps_topic: str, config: LocalizerConfig | None = None, every: int = 1,
-                       max_gap_s: float = 1.0, write: bool = True,
+                       gps_topic: str | None, config: LocalizerConfig | None = None,
+                       every: int = 1, max_gap_s: float = 1.0, write: bool = True,
                        progress: Progress | None = None,
                        odom_topic: str | None = None,
-                       target_precision: float = DEFAULT_TARGET_PRECISION) -> dict[str, Any]:
+                       target_precision: float = DEFAULT_TARGET_PRECISION, *,
+                       pose_topic: str | None = None) -> dict[str, Any]:
     """
-    Calibrate a map's confidence on a drive bag with GPS and store it in the manifest.
+    Calibrate a map's confidence on a drive bag with its truth and store it in the manifest.
 
     Args:
         map_dir: the map (only manifest.json is rewritten, atomically).
         place_model: the model the map was built with.
         bag_paths: the drive (another recording of the route; not the map's own bag).
         image_topic: the drive's image topic.
-        gps_topic: its NavSatFix topic (labels only).
+        gps_topic: its NavSatFix topic (labels only), for a GPS map; else None.
         config: ranking, threshold_m, filter ('hmm' also fits the filtered confidence) and
             max_speed_mps, as the node will run them.
         every: use every N-th image.
@@ -394,6 +405,8 @@ def calibrate_on_drive(map_dir: str | Path, place_model: PlaceModel,
             odometry).
         target_precision: the precision the stored operating point keeps (see
             :func:`fit_drive_calibration`).
+        pose_topic: instead of ``gps_topic``, for a map built from poses: the drive's poses
+            in the map's frame (labels only).
 
     Returns:
         The report of :func:`fit_drive_calibration`, plus the bag's image counts.
@@ -404,9 +417,10 @@ def calibrate_on_drive(map_dir: str | Path, place_model: PlaceModel,
     localizer = Localizer(place_model, database, replace(config, filter='none'),
                           ranking_only=True, odometry=odometry)
     frames, stats = bag_drive_frames(localizer, bag_paths, image_topic, gps_topic, every,
-                                     max_gap_s, progress)
+                                     max_gap_s, progress, pose_topic=pose_topic)
     if not frames:
-        raise ConfigError(f'no image of {image_topic} has a GPS position from {gps_topic} '
+        what = f'GPS on {gps_topic}' if gps_topic else f'poses on {pose_topic}'
+        raise ConfigError(f'no image of {image_topic} has a true position from {what} '
                           f'({stats})')
     places = database.places
     block, report = fit_drive_calibration(frames, places['east'], places['north'],

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import partial
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +27,9 @@ from r2former_ros.core.io.vprbench import load_vprbench
 from r2former_ros.core.mapdb import MapWriter, PlaceRecord
 from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.types import PlacePosition
+
+if TYPE_CHECKING:
+    from r2former_ros.core.io.bag_truth import TruthTrack  # rosbags only when a bag is read
 
 ENCODE_BATCH = 16
 LAYOUTS = ('vg', 'vprbench')
@@ -155,19 +158,20 @@ def write_dataset_map(spec: DatasetSpec, model: PlaceModel, map_dir: str | Path,
 
 
 def bag_queries(bag_paths: str | Path | Sequence[str | Path], image_topic: str,
-                gps_topic: str, origin: tuple[float, float, float], max_gap_s: float = 1.0,
+                truth: TruthTrack, max_gap_s: float = 1.0,
                 every: int = 1) -> tuple[Iterator[EvalQuery], dict[str, int]]:
     """
-    Query images of a bag with their GPS positions in the map's ENU frame.
+    Query images of a bag with their true positions in the map's frame.
 
-    Images the GPS does not cover (no usable fix within ``max_gap_s`` on both sides) are
-    skipped and counted in the returned stats (filled while iterating).
+    The truth is the bag's GPS (a GPS map: ENU metres about its origin) or its poses (a map in
+    the poses' frame), read by :meth:`~r2former_ros.core.io.bag_truth.TruthSource.read_for`.
+    Images the truth does not cover (no usable fix or pose within ``max_gap_s`` on both sides)
+    are skipped and counted in the returned stats (filled while iterating).
     """
     # rosbags only when a bag is evaluated.
     from r2former_ros.core.io.bag_geotag import geotagged_bag_images  # noqa: PLC0415
 
-    images, stats = geotagged_bag_images(bag_paths, image_topic, gps_topic, origin, max_gap_s,
-                                         every)
+    images, stats = geotagged_bag_images(bag_paths, image_topic, truth, max_gap_s, every)
     queries = (EvalQuery(image.name, _holding(image.record.rgb), image.east, image.north,
                          stamp_s=image.record.stamp_ns * 1e-9) for image in images)
     return queries, stats

@@ -163,27 +163,33 @@ def evaluate_dataset(model: PlaceModel, root: str | Path, layout: str,
 
 def evaluate_bag(model: PlaceModel, map_dir: str | Path,
                  bag_paths: str | Path | Sequence[str | Path], image_topic: str,
-                 gps_topic: str, settings: EvalSettings | None = None, every: int = 1,
+                 gps_topic: str | None, settings: EvalSettings | None = None, every: int = 1,
                  max_gap_s: float = 1.0, progress: Progress | None = None,
-                 odom_topic: str | None = None) -> EvalResult:
+                 odom_topic: str | None = None, pose_topic: str | None = None) -> EvalResult:
     """
-    Evaluate a query bag against a map; ground truth is the query bag's GPS.
+    Evaluate a query bag against a map; ground truth is the query bag's GPS or its poses.
 
+    ``gps_topic`` for a GPS map, or ``pose_topic`` (poses in the map's frame) for a map built
+    from poses; distances, ``threshold_m`` and every metric are metres in the map's frame.
     With ``odom_topic`` the sequence filter's motion step reads the bag's odometry, as a node
     subscribed to ``odom`` does.
     """
+    from r2former_ros.core.io.bag_truth import TruthSource  # noqa: PLC0415 - rosbags
+
     settings = settings or EvalSettings()
+    source = TruthSource.from_topics(gps_topic, pose_topic)
     database = MapDatabase.open(map_dir)
+    truth = source.read_for(bag_paths, database)
     odometry = OdometryTrack.from_bag(bag_paths, odom_topic) if odom_topic else None
-    queries, stats = bag_queries(bag_paths, image_topic, gps_topic, database.origin, max_gap_s,
-                                 every)
+    queries, stats = bag_queries(bag_paths, image_topic, truth, max_gap_s, every)
     paths = [bag_paths] if isinstance(bag_paths, (str, os.PathLike)) else list(bag_paths)
     result = evaluate_map(model, database, queries, settings, progress,
                           {'map': str(map_dir), 'bags': [str(p) for p in paths],
                            'image_topic': image_topic, 'gps_topic': gps_topic,
+                           'pose_topic': pose_topic, 'position_frame': database.position_frame,
                            'odom_topic': odom_topic}, odometry)
     result.summary['bag_images'] = dict(stats)
     if result.summary['num_queries'] == 0:
-        raise ConfigError(f'no query image of {image_topic} has a GPS position from {gps_topic} '
-                          f'({stats})')
+        raise ConfigError(f'no query image of {image_topic} has a true position from '
+                          f'{source.describe()} ({stats})')
     return result

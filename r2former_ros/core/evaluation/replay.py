@@ -4,13 +4,16 @@ The node's pipeline over a bag, without ROS: the result bag of ``localize-bag`` 
 :func:`replay_bag` localizes every image of a topic through
 :meth:`~r2former_ros.core.localize.localizer.Localizer.localize_image` (the node's step) and
 writes what the node would publish into a new rosbag2 (MCAP storage), stamped with the input
-images' header stamps (log time = stamp): ``place_recognition`` (every image), ``fix`` and
-``pose`` (matched images) and, when asked, ``match_image``; optionally a CSV with one row per
-image. Both are written under temporary names and renamed into place at the end, so an error or
-Ctrl-C leaves nothing behind and a rerun starts clean.
+images' header stamps (log time = stamp): ``place_recognition`` (every image), ``fix`` (matched
+images of a GPS map) and ``pose`` (matched images) and, when asked, ``match_image``; optionally a
+CSV with one row per image. A map built from poses publishes its pose and results in its own
+frame and no ``fix`` (it has no geodetic position). Both outputs are written under temporary
+names and renamed into place at the end, so an error or Ctrl-C leaves nothing behind and a
+rerun starts clean.
 
-:func:`gps_truth` gives the replayed frames their true positions from the bag's GPS, so the
-same results can be scored by :func:`~r2former_ros.core.evaluation.engine.summarize`
+:func:`truth_positions` gives the replayed frames their true positions from the bag's GPS
+(a GPS map) or its poses (a map in the poses' frame), and :func:`gps_truth` from its GPS alone,
+so the same results can be scored by :func:`~r2former_ros.core.evaluation.engine.summarize`
 (``localize-bag --json``, the demo) without localizing any image twice.
 """
 
@@ -23,17 +26,22 @@ import math
 import os
 from pathlib import Path
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from r2former_ros.core.errors import BagError
+from r2former_ros.core.geo.coords import WGS84_FRAME
 from r2former_ros.core.io import result_messages as rm
 from r2former_ros.core.io.bag_open import count_messages
 from r2former_ros.core.io.bags import iter_images
 from r2former_ros.core.io.outputs import partial_path, remove
 from r2former_ros.core.localize.localizer import Localizer
 from r2former_ros.core.types import LocalizationResult
+
+if TYPE_CHECKING:
+    from r2former_ros.core.geo.geotag import Geotags
+    from r2former_ros.core.io.bag_truth import FramedMap, TruthSource
 
 LOG = logging.getLogger(__name__)
 
@@ -70,7 +78,7 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
         csv_path: optional CSV summary, one row per image (must not exist).
         progress: log a line every PROGRESS_EVERY images.
         match_image: also record ``match_image``.
-        map_frame_id: frame of ``pose``.
+        map_frame_id: frame of ``pose`` for a GPS map (a map built from poses uses its own).
         topic_prefix: namespace of the output topics ('' = ``/place_recognition`` ...).
         frame_id: header frame of results and fixes (bag images keep no frame id here).
         on_result: called after each image with (image record, result, query local rows,
@@ -95,9 +103,12 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
     store = rm.result_typestore()
     threshold_m = localizer.config.threshold_m
     backbone = localizer.model.name
+    position_frame = localizer.database.position_frame
     total_images = count_messages(bag_paths, image_topic)
     topics = {TOPIC_RESULT: rm.PLACE_RECOGNITION_TYPE, TOPIC_FIX: rm.NAVSAT_TYPE,
               TOPIC_POSE: rm.POSE_COV_TYPE}
+    if position_frame != WGS84_FRAME:
+        del topics[TOPIC_FIX]  # a map built from poses has no geodetic position to publish
     if match_image:
         topics[TOPIC_MATCH] = rm.IMAGE_TYPE
     counts = dict.fromkeys(topics, 0)
@@ -138,13 +149,15 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
                 stamp = record.stamp_ns
                 fields = rm.place_recognition_fields(
                     result, stamp_ns=stamp, frame_id=frame_id, map_frame_id=map_frame_id,
-                    backbone=backbone, decode_ms=decode_ms)
+                    backbone=backbone, decode_ms=decode_ms, position_frame=position_frame)
                 write(TOPIC_RESULT, fields, stamp)
-                write(TOPIC_FIX, rm.navsat_fields(result, stamp_ns=stamp, frame_id=frame_id,
-                                                  threshold_m=threshold_m), stamp)
+                if TOPIC_FIX in topics:
+                    write(TOPIC_FIX, rm.navsat_fields(result, stamp_ns=stamp, frame_id=frame_id,
+                                                      threshold_m=threshold_m), stamp)
                 write(TOPIC_POSE, rm.pose_fields(result, stamp_ns=stamp,
                                                  map_frame_id=map_frame_id,
-                                                 threshold_m=threshold_m), stamp)
+                                                 threshold_m=threshold_m,
+                                                 position_frame=position_frame), stamp)
                 if match_image:
                     picture = result_match_image(localizer, record.rgb, query_local, result)
                     if picture is not None:
@@ -187,6 +200,24 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
     return summary
 
 
+def truth_positions(bag_paths: str | Path | Sequence[str | Path], source: TruthSource,
+                    stamps_ns: Sequence[int], database: FramedMap,
+                    max_gap_s: float = 1.0) -> dict[int, tuple[float, float]]:
+    """
+    Look up the true positions (in the map's frame) of images by their stamps in the bag.
+
+    The truth is the bag's NavSatFix for a GPS map (ENU about its origin) or its poses for a
+    map built from poses (their frame must be the map's); the other kind is refused
+    (:meth:`~r2former_ros.core.io.bag_truth.TruthSource.read_for`).
+
+    Returns:
+        ``{image index: (east, north)}`` for the images the truth covers (a usable fix or pose
+        within ``max_gap_s`` on both sides); the others are left out.
+    """
+    track = source.read_for(bag_paths, database)
+    return _positions(track.tag(np.asarray(stamps_ns, dtype=np.int64), max_gap_s))
+
+
 def gps_truth(bag_paths: str | Path | Sequence[str | Path], gps_topic: str,
               stamps_ns: Sequence[int], origin: tuple[float, float, float],
               max_gap_s: float = 1.0) -> dict[int, tuple[float, float]]:
@@ -201,8 +232,11 @@ def gps_truth(bag_paths: str | Path | Sequence[str | Path], gps_topic: str,
     from r2former_ros.core.io.bag_tracks import read_navsat  # noqa: PLC0415
 
     fixes = read_navsat(bag_paths, gps_topic)
-    tags = geotag_images(np.asarray(stamps_ns, dtype=np.int64), fixes, origin=origin,
-                         max_gap_s=max_gap_s)
+    return _positions(geotag_images(np.asarray(stamps_ns, dtype=np.int64), fixes,
+                                    origin=origin, max_gap_s=max_gap_s))
+
+
+def _positions(tags: Geotags) -> dict[int, tuple[float, float]]:
     return {int(i): (float(e), float(n))
             for i, e, n in zip(tags.image_index.tolist(), tags.east.tolist(),
                                tags.north.tolist(), strict=True)}

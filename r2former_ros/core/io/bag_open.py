@@ -213,9 +213,9 @@ def check_requested(
 
 
 def check_drive_topics(paths: Paths, image_topic: str, gps_topic: str | None = None,
-                       odom_topic: str | None = None) -> None:
+                       odom_topic: str | None = None, pose_topic: str | None = None) -> None:
     """
-    Require a drive's image topic and, if named, its NavSatFix and odometry topics.
+    Require a drive's image topic and, if named, its NavSatFix, odometry and pose topics.
 
     Meant to run before a model loads, so a wrong topic costs a second, not a minute.
 
@@ -228,6 +228,8 @@ def check_drive_topics(paths: Paths, image_topic: str, gps_topic: str | None = N
         check_requested(bags, [gps_topic], [NAVSAT_TYPE], 'sensor_msgs/NavSatFix')
     if odom_topic:
         check_requested(bags, [odom_topic], POSE_TYPES, 'odometry or a pose type')
+    if pose_topic:
+        check_requested(bags, [pose_topic], POSE_TYPES, 'a pose type')
 
 
 @functools.lru_cache(maxsize=2)

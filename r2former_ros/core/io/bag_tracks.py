@@ -102,10 +102,11 @@ def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
 
 
 def _pose_row(message: Any, msgtype: str) -> tuple:
-    """(x, y, z, yaw) of an Odometry, PoseStamped or PoseWithCovarianceStamped."""
+    """(x, y, z, yaw, frame id) of an Odometry, PoseStamped or PoseWithCovarianceStamped."""
     pose = message.pose if msgtype == POSE_STAMPED_TYPE else message.pose.pose
     p, q = pose.position, pose.orientation
-    return float(p.x), float(p.y), float(p.z), yaw_from_quaternion(q.x, q.y, q.z, q.w)
+    return (float(p.x), float(p.y), float(p.z), yaw_from_quaternion(q.x, q.y, q.z, q.w),
+            str(message.header.frame_id))
 
 
 def read_poses(paths: Paths, topic: str, *, stamp_source: str = 'header') -> PoseArrays:
@@ -118,14 +119,16 @@ def read_poses(paths: Paths, topic: str, *, stamp_source: str = 'header') -> Pos
         stamp_source: ``'header'`` or ``'receive'``.
 
     Returns:
-        PoseArrays (stamp_ns, x, y, z, yaw) sorted by stamp.
+        PoseArrays (stamp_ns, x, y, z, yaw) sorted by stamp, with the distinct header frame
+        ids of the messages (in order of first appearance).
 
     Raises:
         BagError: Missing/corrupt bag, absent topic or wrong type.
 
     """
     stamps, rows = _collect(paths, topic, POSE_TYPES, 'a pose type', stamp_source, _pose_row)
-    columns = list(zip(*rows, strict=True)) if rows else [()] * 4
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 5
     order = np.argsort(np.asarray(stamps, dtype=np.int64), kind='stable')
-    x, y, z, yaw = (np.asarray(c, dtype=np.float64)[order] for c in columns)
-    return PoseArrays(np.asarray(stamps, dtype=np.int64)[order], x, y, z, yaw)
+    x, y, z, yaw = (np.asarray(c, dtype=np.float64)[order] for c in columns[:4])
+    frame_ids = tuple(dict.fromkeys(columns[4]))
+    return PoseArrays(np.asarray(stamps, dtype=np.int64)[order], x, y, z, yaw, frame_ids)

@@ -15,6 +15,11 @@ decision fall back to ``threshold_m / max(confidence, CONFIDENCE_FLOOR)``. East,
 get the same variance ``sigma**2`` (diagonal, ``COVARIANCE_TYPE_DIAGONAL_KNOWN``).
 The pose's yaw sigma is ``HEADING_SIGMA_RAD / max(confidence, CONFIDENCE_FLOOR)`` when the map
 knows the heading; roll, pitch and an unknown yaw get ``UNKNOWN_VARIANCE``.
+
+Frames: a GPS map's positions are ENU metres about its origin, published in the frame the caller
+names (``map_frame_id``, the node's parameter); a map built from poses holds them in the poses'
+own frame (its ``position_frame``, e.g. ``'map'``), and that frame is the one published
+(:func:`output_frame`). Such a map has no geodetic position, so no NavSatFix is built for it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.geo.coords import WGS84_FRAME
 from r2former_ros.core.types import Candidate, LocalizationResult, PlacePosition
 
 CONFIDENCE_FLOOR = 0.05
@@ -74,6 +80,27 @@ def heading_sigma_rad(confidence: float) -> float:
     return HEADING_SIGMA_RAD / max(float(confidence), CONFIDENCE_FLOOR)
 
 
+def output_frame(map_frame_id: str, position_frame: str | None = None) -> str:
+    """
+    Return the frame id that published positions (pose, result, markers) are in.
+
+    Args:
+        map_frame_id: the name the caller gives a GPS map's local ENU frame (the node's
+            ``map_frame_id`` parameter).
+        position_frame: the map's position frame (``MapDatabase.position_frame``): ``'wgs84'``
+            or None for a GPS map, else the frame of the poses the map was built from, which
+            wins (the positions are in it, whatever the caller calls its ENU frame).
+    """
+    if position_frame is None or position_frame == WGS84_FRAME:
+        return map_frame_id
+    return position_frame
+
+
+def has_geodetic_position(position: PlacePosition) -> bool:
+    """Whether a place has a WGS84 position (False for a map built from poses: NaN)."""
+    return math.isfinite(position.latitude) and math.isfinite(position.longitude)
+
+
 def yaw_quaternion(yaw: float) -> dict[str, float]:
     """Quaternion (x, y, z, w) of a rotation by ``yaw`` radians about z."""
     return {'x': 0.0, 'y': 0.0, 'z': math.sin(yaw / 2.0), 'w': math.cos(yaw / 2.0)}
@@ -114,7 +141,8 @@ def candidate_fields(candidate: Candidate) -> dict[str, Any]:
 
 def place_recognition_fields(result: LocalizationResult, *, stamp_ns: int, frame_id: str,
                              map_frame_id: str, backbone: str, decode_ms: float = 0.0,
-                             total_ms: float | None = None) -> dict[str, Any]:
+                             total_ms: float | None = None,
+                             position_frame: str | None = None) -> dict[str, Any]:
     """
     r2former_ros/PlaceRecognition of one result.
 
@@ -122,10 +150,12 @@ def place_recognition_fields(result: LocalizationResult, *, stamp_ns: int, frame
         result: the localizer's result.
         stamp_ns: the query image's header stamp.
         frame_id: the query image's frame.
-        map_frame_id: the map's ENU frame.
+        map_frame_id: the name of a GPS map's ENU frame.
         backbone: the model's backbone name.
         decode_ms: time spent turning the image message into RGB.
         total_ms: receive-to-publish time; None = decode plus the result's own total.
+        position_frame: the map's position frame; a pose frame replaces ``map_frame_id`` in
+            the message's ``map_frame_id`` (see :func:`output_frame`).
     """
     timings = result.timings_ms
     best = result.best
@@ -135,7 +165,7 @@ def place_recognition_fields(result: LocalizationResult, *, stamp_ns: int, frame
         'matched': bool(result.matched) and best is not None,
         'confidence': float(result.confidence),
         'calibrated': bool(result.calibrated),
-        'map_frame_id': map_frame_id,
+        'map_frame_id': output_frame(map_frame_id, position_frame),
         'candidates': [candidate_fields(c) for c in result.candidates],
         'decode_ms': float(decode_ms),
         'extract_ms': float(timings.get('extract', 0.0)),
@@ -159,9 +189,14 @@ def place_recognition_fields(result: LocalizationResult, *, stamp_ns: int, frame
 
 def navsat_fields(result: LocalizationResult, *, stamp_ns: int, frame_id: str,
                   threshold_m: float) -> dict[str, Any] | None:
-    """sensor_msgs/NavSatFix at the matched place; None when the result is not a match."""
+    """
+    sensor_msgs/NavSatFix at the matched place.
+
+    None when the result is not a match, and for a place without a geodetic position (a map
+    built from poses, no GPS): no fix is invented.
+    """
     best = result.best
-    if not result.matched or best is None:
+    if not result.matched or best is None or not has_geodetic_position(best.position):
         return None
     variance = result_sigma_m(result, threshold_m) ** 2
     return {
@@ -175,11 +210,13 @@ def navsat_fields(result: LocalizationResult, *, stamp_ns: int, frame_id: str,
 
 
 def pose_fields(result: LocalizationResult, *, stamp_ns: int, map_frame_id: str,
-                threshold_m: float) -> dict[str, Any] | None:
+                threshold_m: float, position_frame: str | None = None) -> dict[str, Any] | None:
     """
-    geometry_msgs/PoseWithCovarianceStamped of the matched place in the map's ENU frame.
+    geometry_msgs/PoseWithCovarianceStamped of the matched place in the map's frame.
 
-    Orientation is the mapped heading (yaw about up) when known, else identity with an
+    The frame is ``map_frame_id`` (a GPS map's ENU frame), or the map's own ``position_frame``
+    when it was built from poses (:func:`output_frame`). Orientation is the mapped heading
+    (yaw about up; for a pose map the poses' yaw) when known, else identity with an
     ``UNKNOWN_VARIANCE`` yaw. None when the result is not a match.
     """
     best = result.best
@@ -192,7 +229,7 @@ def pose_fields(result: LocalizationResult, *, stamp_ns: int, map_frame_id: str,
     covariance = np.diag([variance, variance, variance, UNKNOWN_VARIANCE, UNKNOWN_VARIANCE,
                           yaw_variance]).reshape(-1).tolist()
     return {
-        'header': header_fields(stamp_ns, map_frame_id),
+        'header': header_fields(stamp_ns, output_frame(map_frame_id, position_frame)),
         'pose': {
             'pose': {
                 'position': {'x': position.east, 'y': position.north, 'z': position.up},
