@@ -36,6 +36,10 @@ examples:
   build_map --bag morning --bag evening --image-topic /cam/image --gps-topic /fix \\
       --pose-topic /odom --device cuda --batch-size 64 --out maps/campus --overwrite
 
+  # a robot without GPS: positions from its SLAM/localization poses, the map in their frame
+  build_map --bag warehouse_drive --image-topic /cam/image --pose-topic /map_pose \
+      --out maps/warehouse
+
   # add a later drive to an existing map (same checkpoint only)
   build_map --bag drive_2024_06_01 --image-topic /cam/image --gps-topic /fix \\
       --out maps/campus --append
@@ -64,8 +68,9 @@ ray: --ray runs the same build on Ray Data (one decoding task per bag, model act
 writes the same map; see the README section "City-scale maps".
 
 failures: exit code 2 and one line naming the problem (missing topic with the available ones,
-truncated or corrupt bag, no usable GPS fix, existing output without --overwrite/--append,
-a map from another checkpoint). Images that cannot be decoded (unknown encoding, corrupt
+truncated or corrupt bag, no usable GPS fix or pose, poses without one frame id, existing output
+without --overwrite/--append, a map from another checkpoint, GPS places appended to a map in a
+pose frame or the reverse). Images that cannot be decoded (unknown encoding, corrupt
 JPEG) are skipped and counted in the manifest (undecodable_skipped); the build fails only
 when none decodes. Nothing is ever half-written: the map is built in a temporary sibling
 directory and renamed into place, and a failure or Ctrl-C leaves the previous map (or none).
@@ -83,10 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                           'the given order)')
     src.add_argument('--image-topic', metavar='TOPIC',
                      help='sensor_msgs/Image or CompressedImage topic')
-    src.add_argument('--gps-topic', metavar='TOPIC', help='sensor_msgs/NavSatFix topic')
+    src.add_argument('--gps-topic', metavar='TOPIC',
+                     help='sensor_msgs/NavSatFix topic: the place positions (a GPS map)')
     src.add_argument('--pose-topic', metavar='TOPIC',
-                     help='optional nav_msgs/Odometry or geometry_msgs/PoseStamped topic for '
-                          'the heading (default: direction of GPS motion)')
+                     help='geometry_msgs/PoseStamped, PoseWithCovarianceStamped or '
+                          'nav_msgs/Odometry topic. Alone (no --gps-topic): the place '
+                          "positions and headings, and the map is in the poses' frame (e.g. "
+                          'map); beside --gps-topic: the heading only (default: direction of '
+                          'GPS motion)')
     src.add_argument('--list-topics', action='store_true',
                      help="print the bags' topics, types and message counts, then exit")
     src.add_argument('--images', metavar='DIR', help='image folder instead of bags')
@@ -95,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                           '[, heading in compass degrees]')
     src.add_argument('--layout', choices=LAYOUTS,
                      help='--images file names carry the position (VPR benchmark layout)')
-    sel = parser.add_argument_group('keyframes and geotagging')
+    sel = parser.add_argument_group('keyframes and positions')
     sel.add_argument('--min-distance', type=float, default=mapping.DEFAULT_MIN_DISTANCE_M,
                      metavar='METRES',
                      help=f'keep an image after moving this far (default '
@@ -105,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument('--all-frames', action='store_true', help='keep every geotagged image')
     sel.add_argument('--max-gps-gap', type=float, default=mapping.DEFAULT_MAX_GPS_GAP_S,
                      metavar='SECONDS',
-                     help='drop images farther than this from a usable fix on either side '
+                     help='drop images farther than this from a usable fix (or pose, '
+                          'without GPS) on either side '
                           f'(default {mapping.DEFAULT_MAX_GPS_GAP_S:g})')
     mdl = parser.add_argument_group('model')
     add_model_arguments(mdl)
@@ -202,7 +212,11 @@ def _summary(report: mapping.BuildReport) -> str:
     for source in report.sources:
         where = source.get('bag') or source.get('images_dir')
         dropped = ''
-        if source['kind'] == 'rosbag':
+        if source['kind'] == 'rosbag' and 'dropped_pose_gap' in source:  # positions from poses
+            dropped = (f', {source["dropped_pose_gap"]} dropped in pose gaps, '
+                       f'{source["dropped_outside_poses"]} outside the poses, '
+                       f'{source["not_keyframe"]} between keyframes')
+        elif source['kind'] == 'rosbag':
             dropped = (f', {source["dropped_gps_gap"]} dropped in GPS gaps, '
                        f'{source["dropped_outside_fixes"]} outside the fixes, '
                        f'{source["not_keyframe"]} between keyframes')

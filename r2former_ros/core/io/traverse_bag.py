@@ -12,6 +12,10 @@ With ``odometry=SyntheticOdometry(...)`` it also writes ``nav_msgs/Odometry`` on
 wheel odometry is: every frame step is measured with a scale error and noise, the heading drifts,
 and the integrated pose drifts with them. The stream can stop or jump at a given time, so the
 tools' handling of a bad odometry stream can be tested on a real bag.
+
+With ``poses=MapFramePoses(...)`` it writes the true track as ``geometry_msgs/PoseStamped`` in a
+robot's own map frame (rotated and shifted from the synthetic ENU track, as a SLAM map is), and
+with ``gps=False`` no NavSatFix at all: the drive of a robot without GPS.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from r2former_ros.core.io.images import read_image_file, rgb_to_raw_image
 IMAGE_TOPIC = '/camera/image_raw'
 GPS_TOPIC = '/gps/fix'
 ODOM_TOPIC = '/odom'
+POSE_TOPIC = '/map_pose'
 ORIGIN = (-27.4775, 153.0280, 30.0)  # a synthetic track starts here (lat, lon, alt)
 SPACING_M = 10.0  # metres per frame along the corridor (see data/demo/README.md)
 START_NS = 1_700_000_000 * 10**9
@@ -77,6 +82,38 @@ class SyntheticOdometry:
                 raise ConfigError(f'odometry {name}={value} must be a finite number >= 0')
         if not (-1.0 < self.scale_error < 1.0):
             raise ConfigError(f'odometry scale_error={self.scale_error} must be in (-1, 1)')
+
+
+@dataclass(frozen=True)
+class MapFramePoses:
+    """
+    The true track as poses in a robot's own map frame, the way a SLAM map holds it.
+
+    A frame's (x, y, z) is the track's ENU position (east along the corridor, north to its
+    side) rotated by ``rotation_rad`` about the vertical and shifted by ``offset_m``; its yaw is
+    the direction of travel (east) plus the rotation. One PoseStamped at each fix's stamp,
+    so interpolation gives each image exactly its own position, as the GPS does.
+    """
+
+    topic: str = POSE_TOPIC
+    frame_id: str = 'map'
+    rotation_rad: float = 0.7
+    offset_m: tuple[float, float, float] = (-43.0, 127.5, 1.5)
+
+    def check(self) -> None:
+        """Refuse a pose stream that cannot be written (one line naming the value)."""
+        if not self.frame_id:
+            raise ConfigError('map-frame poses need a frame_id')
+        values = (self.rotation_rad, *self.offset_m)
+        if len(self.offset_m) != 3 or not all(math.isfinite(v) for v in values):
+            raise ConfigError(f'map-frame poses need a finite rotation and an (x, y, z) offset, '
+                              f'got {self.rotation_rad}, {self.offset_m}')
+
+    def to_frame(self, east: float, north: float, up: float) -> tuple[float, float, float]:
+        """Turn an ENU track position into the map frame."""
+        cos, sin = math.cos(self.rotation_rad), math.sin(self.rotation_rad)
+        return (cos * east - sin * north + self.offset_m[0],
+                sin * east + cos * north + self.offset_m[1], up + self.offset_m[2])
 
 
 @dataclass(frozen=True)
@@ -150,7 +187,8 @@ def synthetic_odometry(along_m: Sequence[float], settings: SyntheticOdometry,
 def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0.0,
                        along: Sequence[float] | None = None,
                        odometry: SyntheticOdometry | None = None,
-                       spacing_m: float = SPACING_M) -> Path:
+                       spacing_m: float = SPACING_M, *, poses: MapFramePoses | None = None,
+                       gps: bool = True) -> Path:
     """
     Write a rosbag2 (sqlite3) with the images as sensor_msgs/Image and NavSatFix fixes.
 
@@ -158,15 +196,21 @@ def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0
     (default ``along[i] = i``). Two fixes bracket each image, a quarter second before and after,
     at the image's own position: interpolation gives each image exactly its position, and a jump
     in ``along`` (a kidnapped drive) is a jump in the GPS too, never interpolated across.
-    ``odometry`` adds a nav_msgs/Odometry stream (see :class:`SyntheticOdometry`).
+    ``odometry`` adds a nav_msgs/Odometry stream (see :class:`SyntheticOdometry`); ``poses``
+    adds the true track as PoseStamped in a map frame at the fixes' stamps (see
+    :class:`MapFramePoses`), and ``gps=False`` leaves the fixes out.
     """
     positions = list(range(len(image_files))) if along is None else list(along)
     if len(positions) != len(image_files):
         raise ValueError(f'{len(positions)} track positions for {len(image_files)} images')
     if not (spacing_m > 0 and math.isfinite(spacing_m)):
         raise ConfigError(f'spacing_m={spacing_m} must be a finite number > 0')
+    if not gps and poses is None:
+        raise ConfigError('a traverse bag needs positions: GPS, map-frame poses or both')
     if odometry is not None:
         odometry.check()  # before any image is read: a bad setting writes nothing
+    if poses is not None:
+        poses.check()
     ts = get_typestore(Stores.ROS2_JAZZY)
     types = ts.types
 
@@ -186,14 +230,23 @@ def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0
         messages.append((stamp, IMAGE_TOPIC, 'sensor_msgs/msg/Image', msg))
         lat, lon, alt = track_position(position, lateral_m, spacing_m)
         for fix_stamp in (stamp - FIX_OFFSET_NS, stamp + FIX_OFFSET_NS):
-            fix = types['sensor_msgs/msg/NavSatFix'](
-                header=header(fix_stamp, 'gps'),
-                status=types['sensor_msgs/msg/NavSatStatus'](status=0, service=1),
-                latitude=lat, longitude=lon, altitude=alt,
-                position_covariance=np.diag([1.0, 1.0, 4.0]).reshape(-1),
-                position_covariance_type=2)
-            messages.append((fix_stamp, GPS_TOPIC, 'sensor_msgs/msg/NavSatFix', fix))
-    topics = [(IMAGE_TOPIC, 'sensor_msgs/msg/Image'), (GPS_TOPIC, 'sensor_msgs/msg/NavSatFix')]
+            if gps:
+                fix = types['sensor_msgs/msg/NavSatFix'](
+                    header=header(fix_stamp, 'gps'),
+                    status=types['sensor_msgs/msg/NavSatStatus'](status=0, service=1),
+                    latitude=lat, longitude=lon, altitude=alt,
+                    position_covariance=np.diag([1.0, 1.0, 4.0]).reshape(-1),
+                    position_covariance_type=2)
+                messages.append((fix_stamp, GPS_TOPIC, 'sensor_msgs/msg/NavSatFix', fix))
+            if poses is not None:
+                messages.append((fix_stamp, poses.topic, POSE_STAMPED,
+                                 _map_pose(poses, position * spacing_m, lateral_m, types,
+                                           header(fix_stamp, poses.frame_id))))
+    topics = [(IMAGE_TOPIC, 'sensor_msgs/msg/Image')]
+    if gps:
+        topics.append((GPS_TOPIC, 'sensor_msgs/msg/NavSatFix'))
+    if poses is not None:
+        topics.append((poses.topic, POSE_STAMPED))
     if odometry is not None:
         stream = synthetic_odometry([p * spacing_m for p in positions], odometry, spacing_m)
         messages += [(stamp, odometry.topic, 'nav_msgs/msg/Odometry', msg)
@@ -210,6 +263,20 @@ def write_traverse_bag(path: Path, image_files: list[Path], lateral_m: float = 0
         for stamp, topic, msgtype, msg in messages:
             writer.write(connections[topic], stamp, ts.serialize_cdr(msg, msgtype))
     return path
+
+
+POSE_STAMPED = 'geometry_msgs/msg/PoseStamped'
+
+
+def _map_pose(poses: MapFramePoses, east: float, north: float, types: Any, header: Any) -> Any:
+    """PoseStamped of a track position (ENU, metres) in the map frame, facing along the track."""
+    x, y, z = poses.to_frame(east, north, 0.0)
+    yaw = poses.rotation_rad  # the track runs east: heading 0 in ENU
+    pose = types['geometry_msgs/msg/Pose'](
+        position=types['geometry_msgs/msg/Point'](x=x, y=y, z=z),
+        orientation=types['geometry_msgs/msg/Quaternion'](
+            x=0.0, y=0.0, z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0)))
+    return types['geometry_msgs/msg/PoseStamped'](header=header, pose=pose)
 
 
 def _odometry_messages(stream: OdometryStream, types: Any,

@@ -32,9 +32,10 @@ from r2former_ros.core.calibration.self_calibration import (
     SELF_CALIBRATION_MAX_QUERIES,
     calibrate_map,
 )
-from r2former_ros.core.errors import CheckpointError, R2FormerError
-from r2former_ros.core.mapdb import MapWriter, map_info, write_calibration
-from r2former_ros.core.mapdb.schema import origin_lla, read_manifest
+from r2former_ros.core.errors import CheckpointError, MapError, R2FormerError
+from r2former_ros.core.geo.coords import WGS84_FRAME
+from r2former_ros.core.mapdb import MapWriter, write_calibration
+from r2former_ros.core.mapdb.schema import origin_lla, position_frame_of, read_manifest
 from r2former_ros.core.mapping.extract import extract_places
 from r2former_ros.core.mapping.options import (
     CALIBRATION_THRESHOLD_M,
@@ -158,14 +159,37 @@ def plan_build(opts: BuildOptions, timing: dict[str, float]) -> tuple[Path, Plan
     out = Path(opts.out)
     if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
         raise CheckpointError(f'checkpoint {opts.checkpoint} does not exist')
-    origin = None
+    origin = frame = None
     if opts.append:
-        # Places of an appended bag live in the existing map's ENU frame.
-        origin = origin_lla(map_info(out)['origin'])
+        # Places of an appended bag live in the existing map's frame: its ENU frame (GPS), or
+        # the frame of its poses.
+        manifest = read_manifest(out)
+        frame = position_frame_of(manifest)
+        _check_append_source(opts, out, frame)
+        if frame == WGS84_FRAME:
+            origin = origin_lla(manifest['origin'])
     start = time.perf_counter()
-    plan = plan_bags(opts, origin) if opts.bags else plan_folder(opts, origin)
+    plan = plan_bags(opts, origin, frame) if opts.bags else plan_folder(opts, origin)
     timing['plan_s'] = time.perf_counter() - start
     return out, plan
+
+
+def _check_append_source(opts: BuildOptions, out: Path, frame: str) -> None:
+    """
+    Refuse places whose positions are of another kind than the map's (GPS vs a pose frame).
+
+    Raises:
+        MapError: GPS places (bags with --gps-topic, image folders) for a map in a pose frame,
+            or places from poses alone for a GPS map.
+    """
+    from_gps = opts.images_dir is not None or bool(opts.gps_topic)
+    if frame != WGS84_FRAME and from_gps:
+        raise MapError(f"{out}: the map holds positions in frame '{frame}' (built from poses, "
+                       'no GPS); places with GPS positions cannot join it: append with '
+                       f"--pose-topic alone (poses in '{frame}')")
+    if frame == WGS84_FRAME and not from_gps:
+        raise MapError(f'{out}: the map holds GPS positions (WGS84); places from poses alone '
+                       'cannot join it: append with --gps-topic')
 
 
 def open_map_writer(opts: BuildOptions, out: Path, identity: dict[str, Any],
@@ -174,8 +198,9 @@ def open_map_writer(opts: BuildOptions, out: Path, identity: dict[str, Any],
     if not opts.append:
         writer = MapWriter(out, identity, local_format=opts.local_format,
                            index_type=opts.index_type or 'auto', overwrite=opts.overwrite,
-                           tune=tune_settings(opts))
-        writer.set_origin(*plan.origin)
+                           tune=tune_settings(opts), position_frame=plan.position_frame)
+        if plan.origin is not None:
+            writer.set_origin(*plan.origin)
         return writer
     writer = MapWriter.append(out, identity, index_type=opts.index_type,
                               tune=tune_settings(opts))

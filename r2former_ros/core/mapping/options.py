@@ -29,15 +29,16 @@ class BuildOptions:
     """
     Everything :func:`build_map` needs besides the model; mirrors the ``build_map`` flags.
 
-    Exactly one source: ``bags`` (with ``image_topic`` and ``gps_topic``), or ``images_dir``
-    with ``layout='vg'`` or ``csv_file``.
+    Exactly one source: ``bags`` (with ``image_topic``, and ``gps_topic`` for a GPS map or
+    ``pose_topic`` alone for a map in the poses' frame), or ``images_dir`` with
+    ``layout='vg'`` or ``csv_file``. With both topics the poses only give the heading.
     """
 
     out: str | os.PathLike[str]
     bags: Sequence[str | os.PathLike[str]] = ()
     image_topic: str | None = None
     gps_topic: str | None = None
-    pose_topic: str | None = None
+    pose_topic: str | None = None  # the heading beside GPS, or the positions without it
     images_dir: str | os.PathLike[str] | None = None
     csv_file: str | os.PathLike[str] | None = None
     layout: str | None = None
@@ -96,8 +97,9 @@ def check_options(opts: BuildOptions) -> None:
     if bool(opts.bags) == (opts.images_dir is not None):
         raise ConfigError('give either bags (--bag) or an image folder (--images), not both '
                           'and not neither')
-    if opts.bags and not (opts.image_topic and opts.gps_topic):
-        raise ConfigError('bags need --image-topic and --gps-topic (see --list-topics)')
+    if opts.bags and not (opts.image_topic and (opts.gps_topic or opts.pose_topic)):
+        raise ConfigError('bags need --image-topic, and --gps-topic (NavSatFix) or, without '
+                          "GPS, --pose-topic (positions in the poses' frame); see --list-topics")
     if opts.images_dir is not None and (opts.layout is None) == (opts.csv_file is None):
         raise ConfigError('an image folder needs exactly one of --csv FILE or --layout vg')
     if opts.layout is not None and opts.layout not in image_sources.LAYOUTS:
