@@ -37,7 +37,7 @@ from r2former_ros.core.localize.settings import DEFAULT_TARGET_PRECISION
 def register(subparsers: Any) -> None:
     """Add the `calibrate` verb."""
     parser = subparsers.add_parser(
-        'calibrate', help="fit a map's confidence on a second drive with GPS",
+        'calibrate', help="fit a map's confidence on a second drive with GPS or poses",
         description=__doc__.split('\n\n')[0].strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('map_dir', type=Path, metavar='MAP_DIR', help='map directory')

@@ -36,7 +36,7 @@ VERBS = {
     'demo': ('r2former_ros.cli.demo',
              'build a map and localize a query traverse from bundled data'),
     'calibrate': ('r2former_ros.cli.calibrate_cmd',
-                  "fit a map's confidence on a second drive with GPS"),
+                  "fit a map's confidence on a second drive with GPS or poses"),
 }
 
 

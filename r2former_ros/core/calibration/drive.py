@@ -274,7 +274,8 @@ def fit_drive_calibration(frames: Sequence[DriveFrame], east: NDArray[np.float64
     truth = _frame_truth(frames, east, north, threshold_m)
     truth_covered = truth[1] > 0
     features = np.stack([f.features for f in frames])
-    info = {'method': 'drive with GPS', 'drive': drive, 'threshold_m': threshold_m,
+    info = {'method': 'drive with true positions (GPS or poses)', 'drive': drive,
+            'threshold_m': threshold_m,
             'backbone': backbone, 'ranking': 'rerank' if rerank_top_n else 'global',
             'rerank_top_n': int(rerank_top_n), 'num_outside_map': int((~truth_covered).sum())}
     raw = np.array([f.raw_confidence for f in frames])

@@ -35,6 +35,9 @@ def format_table(summary: dict[str, Any]) -> str:
         truth = 'true match: a reference listed for the query in ground_truth_new.npy'
     else:
         truth = f'true match within {summary["threshold_m"]:g} m'
+        frame = summary.get('position_frame')
+        if frame and frame != 'wgs84':
+            truth += f' (positions in frame {frame})'
     lines = [summary['banner'],
              f'{summary["num_queries"]} queries vs {summary["num_map_places"]} places, {truth}',
              f'{"":10}' + ''.join(f'{"R@" + n:>8}' for n in summary['recall_global'])]
