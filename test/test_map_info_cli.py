@@ -59,3 +59,19 @@ def test_commands_keep_the_faiss_loader_notices_quiet(route_map, capsys):
     finally:
         faiss_logger.setLevel(before[0])
         root.setLevel(before[1])
+
+
+def test_map_info_names_the_map_by_its_id(route_map, capsys):
+    import json
+
+    from r2former_ros.core.mapdb import MapDatabase
+
+    identity = MapDatabase.open(route_map).identity
+    assert main(['map', 'info', str(route_map)]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith('map id')]
+    assert line.split(None, 2)[2] == (f'{identity.map_id} (uuid {identity.uuid}, manifest '
+                                      f'sha256 {identity.manifest_sha256})')
+    assert main(['map', 'info', str(route_map), '--json']) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info['map_id'], info['map_uuid'], info['manifest_sha256']) == (
+        identity.map_id, identity.uuid, identity.manifest_sha256)

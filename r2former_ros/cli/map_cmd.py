@@ -113,6 +113,8 @@ def format_info(info: dict[str, Any]) -> str:
     origin = info.get('origin') or {}
     rows = [
         ('map', info['path']),
+        ('map id', f'{info["map_id"]} (uuid {info["map_uuid"]}, manifest sha256 '
+                   f'{info["manifest_sha256"]})'),
         ('places', info['num_places']),
         ('bytes/place', f'{info["bytes_per_place"]:.0f}'),
         ('format', f'{info["format_version"]} (tool {info.get("tool_version")}, '

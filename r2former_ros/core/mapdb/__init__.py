@@ -10,6 +10,8 @@ The package is split by job; this module re-exports the public names, so importe
 * :mod:`.thumbnails`: JPEG previews and the one image resizer for previews;
 * :mod:`.writer` (:class:`MapWriter`), :mod:`.reader` (:class:`MapDatabase`);
 * :mod:`.verify` (`verify_map`, `map_info`), :mod:`.manifest_edit` (`write_calibration`);
+* :mod:`.handle`: reading one opened map directory, whatever happens at its path meanwhile;
+* :mod:`.locking`: the change lock and version check of manifest edits and swaps;
 * :mod:`.index`: the faiss indexes. It lives here, not in ``localize/``, because an approximate
   index is part of the stored map (``index.faiss``), and the map store must not depend on the
   localizer that uses it.
@@ -33,7 +35,9 @@ from r2former_ros.core.mapdb.schema import (
     PLACE_DTYPE,
     SUPPORTED_FORMAT_VERSIONS,
     THUMBNAIL_DIR,
+    MapIdentity,
     PlaceRecord,
+    map_identity,
 )
 from r2former_ros.core.mapdb.thumbnails import DEFAULT_THUMBNAIL_WIDTH, resize_to_width
 from r2former_ros.core.mapdb.verify import map_info, verify_map
@@ -53,9 +57,11 @@ __all__ = [
     'SUPPORTED_FORMAT_VERSIONS',
     'THUMBNAIL_DIR',
     'MapDatabase',
+    'MapIdentity',
     'MapWriter',
     'PlaceRecord',
     'dequantize_int8',
+    'map_identity',
     'map_info',
     'quantize_int8',
     'resize_to_width',

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import contextlib
 import math
 from pathlib import Path
-from typing import cast
+from typing import IO, cast
 
 import faiss
 import numpy as np
@@ -297,10 +297,23 @@ def load_index(path: str | Path) -> faiss.Index:
     p = Path(path)
     if not p.is_file():
         raise MapError(f'{p}: faiss index file is missing')
+    with open(p, 'rb') as handle:
+        return read_index_from(handle, p)
+
+
+def read_index_from(handle: IO[bytes], where: str | Path) -> faiss.Index:
+    """
+    Read an index from an open binary file (from its current position).
+
+    Raises:
+        MapError: the content is not a readable faiss index (``where`` names the file).
+    """
     try:
-        return faiss.read_index(str(p))
+        # Streamed: no second in-memory copy of a large IVF/HNSW file.
+        reader = faiss.PyCallbackIOReader(handle.read)  # type: ignore[attr-defined]
+        return faiss.read_index(reader)
     except RuntimeError as exc:
-        raise MapError(f'{p}: cannot read faiss index ({exc})') from exc
+        raise MapError(f'{where}: cannot read faiss index ({exc})') from exc
 
 
 def recall_vs_exact(

@@ -5,13 +5,23 @@ Large arrays stay memory-mapped. Local ``x, y`` are not stored: they are patch c
 recomputed from the token index (:func:`r2former_ros.core.features.patch_centre_xy`). The exact
 index (``IndexFlatIP``) is a copy of ``global.npy`` and is rebuilt at load time instead of being
 stored; see :mod:`r2former_ros.core.mapdb.index` for the ``auto`` rule.
+
+A map is read from what was opened: every file comes through one handle on the directory (see
+:mod:`r2former_ros.core.mapdb.handle`), the arrays stay mapped from the files so opened, a stored
+index file stays open for a later re-read, and thumbnails are copied into memory when they are
+few (:data:`THUMBNAIL_COPY_MAX_BYTES`) or else read through the directory handle. A map rebuilt
+or swapped at the same path while it is open is therefore never mixed into it: it keeps serving
+the opened version (at worst without thumbnails, once a replaced directory is deleted).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+import hashlib
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
+import weakref
 
 import faiss
 import numpy as np
@@ -20,6 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 from r2former_ros.core.errors import MapError
 from r2former_ros.core.features import LOCAL_XY_ATT_COLUMNS, patch_centre_xy
 from r2former_ros.core.mapdb import index as retrieval
+from r2former_ros.core.mapdb.handle import MapDirectory
 from r2former_ros.core.mapdb.npy import dequantize_int8
 from r2former_ros.core.mapdb.schema import (
     ATTENTION_FILE,
@@ -28,17 +39,18 @@ from r2former_ros.core.mapdb.schema import (
     LOCAL_DESC_FILE,
     MANIFEST_NAME,
     PLACES_FILE,
-    THUMBNAIL_DIR,
     TOKEN_INDEX_FILE,
+    MapIdentity,
     check_files,
     compare_model,
     expected_layout,
     geodetic_origin,
+    map_identity,
+    parse_manifest,
     position_frame_of,
     position_of,
-    read_manifest,
 )
-from r2former_ros.core.mapdb.thumbnails import check_thumbnails, read_thumbnail, thumbnail_name
+from r2former_ros.core.mapdb.thumbnails import MapThumbnails, check_thumbnails
 from r2former_ros.core.types import PlacePosition
 
 if TYPE_CHECKING:
@@ -46,9 +58,13 @@ if TYPE_CHECKING:
 
     from r2former_ros.core.mapdb.torch_index import TorchExactIndex
 
+# Thumbnails up to this many bytes in all are copied into memory when a map is opened (a few
+# thousand 160-px previews); more are read through the directory handle on demand.
+THUMBNAIL_COPY_MAX_BYTES = 32 * 1024 * 1024
+
 
 def load_arrays(
-    path: Path, manifest: Mapping[str, Any], skip: Iterable[str] = ()
+    directory: MapDirectory, manifest: Mapping[str, Any], skip: Iterable[str] = ()
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Memory-map the data arrays and check dtypes and shapes against counts and the model."""
     arrays: dict[str, np.ndarray] = {}
@@ -57,9 +73,9 @@ def load_arrays(
     for name, (dtype, shape) in expected_layout(manifest).items():
         if name in skip:
             continue
-        file = path / name
+        file = directory.shown(name)
         try:
-            arr = np.load(file, mmap_mode='r', allow_pickle=False)
+            arr = directory.memmap_npy(name)
         except (OSError, ValueError, EOFError) as exc:
             problems.append(f'{file}: cannot be read as a .npy array ({exc})')
             continue
@@ -67,29 +83,50 @@ def load_arrays(
         if arr.dtype != dtype or arr.shape != shape:
             problems.append(f'{file}: holds {arr.dtype} {arr.shape}, expected {dtype} {shape}')
         elif stored_shape is not None and tuple(stored_shape) != shape:
-            problems.append(f'{path / MANIFEST_NAME}: storage shape of {name} is {stored_shape}, '
-                            f'counts and model give {list(shape)}')
+            problems.append(f'{directory.shown(MANIFEST_NAME)}: storage shape of {name} is '
+                            f'{stored_shape}, counts and model give {list(shape)}')
         else:
             arrays[name] = arr
     places = arrays.get(PLACES_FILE)
     if places is not None and not np.array_equal(places['id'], np.arange(places.shape[0])):
-        problems.append(f'{path / PLACES_FILE}: place ids are not 0..N-1')
+        problems.append(f'{directory.shown(PLACES_FILE)}: place ids are not 0..N-1')
     return arrays, problems
 
 
-def open_index(path: Path, manifest: Mapping[str, Any], global_desc: np.ndarray) -> faiss.Index:
-    """Rebuild the exact index or load the stored one, checking it matches the descriptors."""
+def read_stored_index(handle: IO[bytes], where: Path, manifest: Mapping[str, Any],
+                      global_desc: np.ndarray) -> faiss.Index:
+    """Read an approximate index from an open file and check it matches the descriptors."""
     kind = manifest['index_type']
-    if kind == 'exact':
-        return retrieval.build_index(np.asarray(global_desc), 'exact')
-    file = path / INDEX_FILE
-    index = retrieval.load_index(file)
+    handle.seek(0)
+    index = retrieval.read_index_from(handle, where)
     if index.ntotal != global_desc.shape[0] or index.d != global_desc.shape[1] or \
             retrieval.index_type_of(index) != kind:
-        raise MapError(f'{file}: index holds {index.ntotal} x {index.d} '
+        raise MapError(f'{where}: index holds {index.ntotal} x {index.d} '
                        f'({retrieval.index_type_of(index)}), the map has '
                        f'{global_desc.shape[0]} x {global_desc.shape[1]} ({kind})')
     return index
+
+
+def open_index(directory: MapDirectory, manifest: Mapping[str, Any],
+               global_desc: np.ndarray) -> faiss.Index:
+    """Rebuild the exact index or load the stored one, checking it matches the descriptors."""
+    if manifest['index_type'] == 'exact':
+        return retrieval.build_index(np.asarray(global_desc), 'exact')
+    with _open_index_file(directory) as handle:
+        return read_stored_index(handle, directory.shown(INDEX_FILE), manifest, global_desc)
+
+
+def _open_index_file(directory: MapDirectory) -> IO[bytes]:
+    try:
+        return directory.open(INDEX_FILE)
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise MapError(f'{directory.shown(INDEX_FILE)}: faiss index file is missing') from exc
+
+
+def _close_all(*resources: Any) -> None:
+    for resource in resources:
+        if resource is not None:
+            resource.close()
 
 
 class MapDatabase:
@@ -98,12 +135,16 @@ class MapDatabase:
 
     Large arrays stay memory-mapped, so resident memory does not grow with the map except for
     the faiss index (the exact index is a copy of the global descriptors), which is released
-    while a GPU answers the searches (:meth:`use_device`).
+    while a GPU answers the searches (:meth:`use_device`). Everything is read from the map
+    that was opened (see the module docstring); :meth:`close` releases the open files early
+    (garbage collection does it too).
     """
 
     def __init__(
         self, path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray],
-        index: faiss.Index, search_params: dict[str, int | None],
+        index: faiss.Index, search_params: dict[str, int | None], *,
+        identity: MapIdentity | None = None, thumbnails: MapThumbnails | None = None,
+        index_file: IO[bytes] | None = None,
     ) -> None:
         """Wrap already-checked parts; use :meth:`open` instead."""
         self.path = path
@@ -115,6 +156,10 @@ class MapDatabase:
         self._search_params = search_params  # nprobe / ef_search, reapplied on a rebuild
         self._model = manifest['model']
         self._device_index: TorchExactIndex | None = None
+        self._identity = identity
+        self._thumbnails = thumbnails or MapThumbnails.none()
+        self._index_file = index_file  # the stored index as opened, for a rebuild
+        self._finalizer = weakref.finalize(self, _close_all, self._thumbnails, index_file)
 
     @classmethod
     def open(
@@ -143,22 +188,43 @@ class MapDatabase:
                 (naming the field and both values).
         """
         root = Path(path)
-        manifest = read_manifest(root)
-        if expected_model is not None:
-            compare_model(manifest['model'], expected_model, str(root))
-        problems = check_files(root, manifest, verify_checksums)
-        if verify_checksums:
-            problems += check_thumbnails(root, manifest)
-        if not problems:
-            arrays, problems = load_arrays(root, manifest)
-        if problems:
-            raise MapError('; '.join(problems))
-        index = open_index(root, manifest, arrays[GLOBAL_FILE])
+        directory = MapDirectory(root)
+        index_file = thumbnails = None
+        try:
+            manifest, manifest_sha256 = parse_manifest(directory)
+            if expected_model is not None:
+                compare_model(manifest['model'], expected_model, str(root))
+            problems = check_files(directory, manifest, verify_checksums)
+            if verify_checksums:
+                problems += check_thumbnails(directory, manifest)
+            if not problems:
+                arrays, problems = load_arrays(directory, manifest)
+            if problems:
+                raise MapError('; '.join(problems))
+            if manifest['index_type'] == 'exact':
+                index = retrieval.build_index(np.asarray(arrays[GLOBAL_FILE]), 'exact')
+            else:
+                index_file = _open_index_file(directory)
+                index = read_stored_index(index_file, directory.shown(INDEX_FILE), manifest,
+                                          arrays[GLOBAL_FILE])
+            thumbnails = MapThumbnails.load(directory, manifest, THUMBNAIL_COPY_MAX_BYTES)
+        except BaseException:
+            _close_all(index_file, thumbnails)
+            raise
+        finally:
+            if thumbnails is None or not thumbnails.holds(directory):
+                directory.close()
         block = manifest.get('index', {})
         params = {'nprobe': nprobe or block.get('nprobe'),
                   'ef_search': ef_search or block.get('ef_search')}
         retrieval.set_search_params(index, **params)
-        return cls(root, manifest, arrays, index, params)
+        return cls(root, manifest, arrays, index, params,
+                   identity=map_identity(manifest, manifest_sha256), thumbnails=thumbnails,
+                   index_file=index_file)
+
+    def close(self) -> None:
+        """Release the open index file and directory handle (the arrays stay readable)."""
+        self._finalizer()
 
     # -- metadata
 
@@ -166,6 +232,19 @@ class MapDatabase:
     def manifest(self) -> dict[str, Any]:
         """The parsed manifest (do not modify)."""
         return self._manifest
+
+    @property
+    def identity(self) -> MapIdentity:
+        """Which map and which version of it (uuid and manifest hash, see MapIdentity)."""
+        if self._identity is None:  # wrapped by hand, not opened: hash the parsed manifest
+            text = json.dumps(self._manifest, sort_keys=True, default=str).encode()
+            self._identity = map_identity(self._manifest, hashlib.sha256(text).hexdigest())
+        return self._identity
+
+    @property
+    def map_id(self) -> str:
+        """``<uuid>@<manifest hash prefix>``: what results and diagnostics name the map by."""
+        return self.identity.map_id
 
     @property
     def origin(self) -> tuple[float, float, float]:
@@ -291,7 +370,11 @@ class MapDatabase:
 
     def _faiss_index(self) -> faiss.Index:
         if self._index is None:
-            self._index = open_index(self.path, self._manifest, self.global_desc)
+            if self._index_file is None:  # exact: rebuilt from the mapped descriptors
+                self._index = retrieval.build_index(np.asarray(self.global_desc), 'exact')
+            else:
+                self._index = read_stored_index(self._index_file, self.path / INDEX_FILE,
+                                                self._manifest, self.global_desc)
             retrieval.set_search_params(self._index, **self._search_params)
         return self._index
 
@@ -334,8 +417,12 @@ class MapDatabase:
 
     def thumbnail(self, place_id: int) -> NDArray[np.uint8] | None:
         """Return the RGB thumbnail of a place, or None when the map has none for it."""
-        row = int(self._rows([place_id])[0])
-        return read_thumbnail(self.path / THUMBNAIL_DIR / thumbnail_name(row))
+        return self._thumbnails.image(int(self._rows([place_id])[0]))
+
+    @property
+    def thumbnails(self) -> MapThumbnails:
+        """The opened map's thumbnails (names and encoded bytes, for copying them)."""
+        return self._thumbnails
 
 
 class _UsesDevice(Protocol):

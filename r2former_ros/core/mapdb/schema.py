@@ -5,9 +5,9 @@ Everything that knows the on-disk layout without writing it lives here, so the w
 reader and `verify_map` agree on one definition. Layout of a map of N places, K local features,
 D local dims and G global dims::
 
-    manifest.json      format_version, tool_version, created, model, storage, counts,
-                       sources, origin, position_frame, calibration, index_type, index, files,
-                       thumbnails
+    manifest.json      format_version, tool_version, map_uuid, created, model, storage,
+                       counts, sources, origin, position_frame, calibration, index_type, index,
+                       files, thumbnails
     global.npy         (N, G) float32, unit L2 rows
     token_index.npy    (N, K) uint16 patch index (raster order of the patch grid)
     attention.npy      (N, K) float16 attention score (divided by the image's max)
@@ -22,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 import datetime
+import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any
+import uuid
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,7 +35,7 @@ from numpy.typing import NDArray
 from r2former_ros import __version__
 from r2former_ros.core.errors import ConfigError, MapError
 from r2former_ros.core.geo.coords import WGS84_FRAME
-from r2former_ros.core.hashing import file_sha256
+from r2former_ros.core.mapdb.handle import MapDirectory
 from r2former_ros.core.types import PlacePosition
 
 FORMAT_VERSION = 1
@@ -50,6 +52,13 @@ THUMBNAIL_DIR = 'thumbnails'
 ARRAY_FILES = (GLOBAL_FILE, TOKEN_INDEX_FILE, ATTENTION_FILE, LOCAL_DESC_FILE, PLACES_FILE)
 
 LOCAL_FORMATS = ('fp16', 'int8')
+
+# The manifest key of the map's uuid (see MapIdentity), and how much of the manifest hash a
+# map_id shows (64 bits: enough to tell versions of one map apart).
+MAP_UUID_KEY = 'map_uuid'
+MAP_ID_HASH_CHARS = 16
+# Namespace of the uuids derived for maps written before map_uuid existed (a fixed random one).
+_DERIVED_UUID_NAMESPACE = uuid.UUID('6d0c2a4e-9b1f-4c8e-a3d5-2f7b8e91c4a6')
 
 # Keys a model block must have, and the ones that make two models interchangeable.
 MODEL_KEYS = ('backbone', 'checkpoint', 'checkpoint_sha256', 'input_hw', 'num_local',
@@ -256,14 +265,31 @@ def read_manifest(path: Path) -> dict[str, Any]:
         MapError: the directory or manifest is missing, unparsable, of an unsupported format
             version, or lacks a required block.
     """
-    file = path / MANIFEST_NAME
-    if not path.is_dir():
-        raise MapError(f'{path}: map directory does not exist')
-    if not file.is_file():
-        raise MapError(f'{file}: manifest is missing; {path} is not a map directory')
+    with MapDirectory(path) as directory:
+        return parse_manifest(directory)[0]
+
+
+def parse_manifest(directory: MapDirectory) -> tuple[dict[str, Any], str]:
+    """
+    Read and check the manifest of an opened map directory.
+
+    Returns:
+        The manifest and the sha256 of its bytes (the map's version, see :class:`MapIdentity`).
+
+    Raises:
+        MapError: as :func:`read_manifest`.
+    """
+    file = directory.shown(MANIFEST_NAME)
     try:
-        manifest = json.loads(file.read_text(encoding='utf-8'))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = directory.read_bytes(MANIFEST_NAME)
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise MapError(f'{file}: manifest is missing; {directory.path} is not a map '
+                       'directory') from exc
+    except OSError as exc:
+        raise MapError(f'{file}: manifest cannot be read ({exc})') from exc
+    try:
+        manifest = json.loads(raw.decode('utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MapError(f'{file}: manifest cannot be parsed ({exc})') from exc
     if not isinstance(manifest, dict):
         raise MapError(f'{file}: manifest is not a JSON object')
@@ -287,25 +313,64 @@ def read_manifest(path: Path) -> dict[str, Any]:
             isinstance(e, dict) and isinstance(e.get('bytes'), int) and
             isinstance(e.get('sha256'), str) for e in entries.values()):
         raise MapError(f'{file}: files must map names to {{bytes, sha256}}')
-    return manifest
+    return manifest, hashlib.sha256(raw).hexdigest()
 
 
-def check_files(path: Path, manifest: Mapping[str, Any], checksums: bool) -> list[str]:
+# ------------------------------------------------------------------------------ identity
+
+
+@dataclass(frozen=True)
+class MapIdentity:
+    """
+    Which map, and which version of it.
+
+    ``uuid`` is written by the build (:data:`MAP_UUID_KEY`) and kept by appends and manifest
+    edits; a map written before it existed gets one derived from its data files' checksums, so
+    it is stable too. ``manifest_sha256`` changes with every change to the map (an append, a
+    new calibration). ``map_id`` = ``<uuid>@<first 16 hex digits of the manifest sha256>``.
+    """
+
+    uuid: str
+    manifest_sha256: str
+
+    @property
+    def map_id(self) -> str:
+        """The identity as one string (messages, diagnostics, result files)."""
+        return f'{self.uuid}@{self.manifest_sha256[:MAP_ID_HASH_CHARS]}'
+
+
+def map_identity(manifest: Mapping[str, Any], manifest_sha256: str) -> MapIdentity:
+    """Return the identity of a manifest read with :func:`parse_manifest`."""
+    stored = manifest.get(MAP_UUID_KEY)
+    try:
+        return MapIdentity(str(uuid.UUID(str(stored))), manifest_sha256)
+    except ValueError:
+        pass  # absent (a map from before map_uuid) or not a uuid: derive a stable one
+    files = json.dumps(manifest['files'], sort_keys=True, separators=(',', ':'))
+    return MapIdentity(str(uuid.uuid5(_DERIVED_UUID_NAMESPACE, files)), manifest_sha256)
+
+
+def new_map_uuid() -> str:
+    """Return a fresh random map uuid (written by a build)."""
+    return str(uuid.uuid4())
+
+
+def check_files(directory: MapDirectory, manifest: Mapping[str, Any],
+                checksums: bool) -> list[str]:
     """Return problems with presence, sizes and (optionally) SHA-256 of the data files."""
     problems = []
     files = manifest['files']
     for name in required_files(manifest):
         if name not in files:
-            problems.append(f'{path / MANIFEST_NAME}: no entry for data file {name}')
+            problems.append(f'{directory.shown(MANIFEST_NAME)}: no entry for data file {name}')
     for name, entry in files.items():
-        file = path / name
-        if not file.is_file():
+        file = directory.shown(name)
+        size = directory.size(name)
+        if size is None:
             problems.append(f'{file}: data file is missing')
-            continue
-        size = file.stat().st_size
-        if size != int(entry['bytes']):
+        elif size != int(entry['bytes']):
             problems.append(f'{file}: size is {size} bytes, manifest says {entry["bytes"]} '
                             '(truncated or modified)')
-        elif checksums and file_sha256(file) != entry['sha256']:
+        elif checksums and directory.sha256(name) != entry['sha256']:
             problems.append(f'{file}: SHA-256 differs from the manifest (corrupted)')
     return problems

@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from r2former_ros.core.errors import MapError
-from r2former_ros.core.hashing import file_sha256
 from r2former_ros.core.mapdb.atomic import fsync_files, fsync_path
+from r2former_ros.core.mapdb.handle import MapDirectory
 from r2former_ros.core.mapdb.schema import THUMBNAIL_DIR
 
 DEFAULT_THUMBNAIL_WIDTH = 160
@@ -37,19 +37,17 @@ def thumbnail_name(place_id: int) -> str:
     return f'{int(place_id):08d}.jpg'
 
 
-def read_thumbnail(file: Path) -> NDArray[np.uint8] | None:
-    """Decode a thumbnail to RGB; None when the file is missing or not a JPEG."""
-    if not file.is_file():
+def decode_thumbnail(data: bytes | None) -> NDArray[np.uint8] | None:
+    """Decode a thumbnail's JPEG bytes to RGB; None when there are none or they are not a JPEG."""
+    if not data:
         return None
-    bgr = cv2.imdecode(np.fromfile(file, dtype=np.uint8), cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     return None if bgr is None else np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
-def thumbnail_names(directory: Path) -> list[str]:
-    """Sorted names of the .jpg files in ``directory`` (none when it does not exist)."""
-    if not directory.is_dir():
-        return []
-    return sorted(p.name for p in directory.iterdir() if p.suffix == '.jpg')
+def thumbnail_names(directory: MapDirectory) -> list[str]:
+    """Sorted names of the .jpg files in the map's ``thumbnails/`` (none when it is absent)."""
+    return [name for name in directory.list(THUMBNAIL_DIR) if name.endswith('.jpg')]
 
 
 def thumbnail_digest(entries: Mapping[str, str]) -> str:
@@ -58,23 +56,86 @@ def thumbnail_digest(entries: Mapping[str, str]) -> str:
     return hashlib.sha256(lines.encode('ascii')).hexdigest()
 
 
-def check_thumbnails(path: Path, manifest: Mapping[str, Any]) -> list[str]:
+def check_thumbnails(directory: MapDirectory, manifest: Mapping[str, Any]) -> list[str]:
     """Problems with a map's thumbnails against its manifest (count, bytes, digest)."""
     block = manifest.get('thumbnails')
     if not block:
         return []
-    directory = path / THUMBNAIL_DIR
+    folder = directory.shown(THUMBNAIL_DIR)
     names = thumbnail_names(directory)
     problems = []
     if len(names) != int(block['count']):
-        problems.append(f'{directory}: {len(names)} thumbnails, manifest says {block["count"]}')
-    total = sum((directory / name).stat().st_size for name in names)
+        problems.append(f'{folder}: {len(names)} thumbnails, manifest says {block["count"]}')
+    total = sum(directory.size(f'{THUMBNAIL_DIR}/{name}') or 0 for name in names)
     if total != int(block['bytes']):
-        problems.append(f'{directory}: thumbnails hold {total} bytes, manifest says '
+        problems.append(f'{folder}: thumbnails hold {total} bytes, manifest says '
                         f'{block["bytes"]}')
-    elif thumbnail_digest({n: file_sha256(directory / n) for n in names}) != block['sha256']:
-        problems.append(f'{directory}: thumbnail checksum differs from the manifest (corrupted)')
+    elif thumbnail_digest({n: directory.sha256(f'{THUMBNAIL_DIR}/{n}')
+                           for n in names}) != block['sha256']:
+        problems.append(f'{folder}: thumbnail checksum differs from the manifest (corrupted)')
     return problems
+
+
+class MapThumbnails:
+    """
+    The thumbnails of an opened map: copied into memory (few) or read through its handle.
+
+    Either way they are the opened map's: a map rebuilt at the same path meanwhile never lends
+    its pictures. Read through the handle, a thumbnail of a map whose directory was replaced
+    and deleted is gone (None), not the new map's.
+    """
+
+    def __init__(self, copies: dict[str, bytes] | None, directory: MapDirectory | None) -> None:
+        """Use :meth:`load` (or :meth:`none`)."""
+        self._copies = copies
+        self._directory = directory
+
+    @classmethod
+    def none(cls) -> MapThumbnails:
+        """Return the thumbnails of a map that has none."""
+        return cls({}, None)
+
+    @classmethod
+    def load(cls, directory: MapDirectory, manifest: Mapping[str, Any],
+             copy_max_bytes: int) -> MapThumbnails:
+        """Copy the thumbnails when they total at most ``copy_max_bytes``, else keep the handle."""
+        block = manifest.get('thumbnails')
+        if not block:
+            return cls.none()
+        if int(block.get('bytes', 0)) <= copy_max_bytes:
+            return cls({name: directory.read_bytes(f'{THUMBNAIL_DIR}/{name}')
+                        for name in thumbnail_names(directory)}, None)
+        return cls(None, directory)
+
+    def holds(self, directory: MapDirectory) -> bool:
+        """Whether reads go through ``directory`` (which must then stay open)."""
+        return self._directory is directory
+
+    def names(self) -> list[str]:
+        """Sorted file names of the thumbnails (``{id:08d}.jpg``)."""
+        if self._copies is not None:
+            return sorted(self._copies)
+        return thumbnail_names(self._directory) if self._directory is not None else []
+
+    def data(self, name: str) -> bytes | None:
+        """Return the JPEG bytes of one thumbnail file; None when there is no such thumbnail."""
+        if self._copies is not None:
+            return self._copies.get(name)
+        if self._directory is None:
+            return None
+        try:
+            return self._directory.read_bytes(f'{THUMBNAIL_DIR}/{name}')
+        except OSError:  # none for this place, or the opened directory was deleted
+            return None
+
+    def image(self, place_id: int) -> NDArray[np.uint8] | None:
+        """RGB thumbnail of a place; None when there is none."""
+        return decode_thumbnail(self.data(thumbnail_name(place_id)))
+
+    def close(self) -> None:
+        """Release the directory handle (copies stay readable)."""
+        if self._directory is not None:
+            self._directory.close()
 
 
 class ThumbnailStore:
@@ -111,11 +172,12 @@ class ThumbnailStore:
         self._hashes[name] = hashlib.sha256(data).hexdigest()
         self._bytes += len(data)
 
-    def copy_from(self, map_dir: Path) -> None:
-        """Copy every thumbnail of an existing map."""
-        source = map_dir / THUMBNAIL_DIR
-        for name in thumbnail_names(source):
-            self.add_bytes(name, (source / name).read_bytes())
+    def copy_from(self, source: MapThumbnails) -> None:
+        """Copy every thumbnail of an opened map."""
+        for name in source.names():
+            data = source.data(name)
+            if data is not None:
+                self.add_bytes(name, data)
 
     def sync(self) -> None:
         """Flush every thumbnail and their directory to disk (nothing when there are none)."""

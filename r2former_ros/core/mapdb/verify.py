@@ -6,13 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from r2former_ros.core.errors import MapError
+from r2former_ros.core.mapdb.handle import MapDirectory
 from r2former_ros.core.mapdb.reader import load_arrays, open_index
 from r2former_ros.core.mapdb.schema import (
     GLOBAL_FILE,
     INDEX_FILE,
     check_files,
+    map_identity,
+    parse_manifest,
     position_frame_of,
-    read_manifest,
 )
 from r2former_ros.core.mapdb.thumbnails import check_thumbnails
 
@@ -26,19 +28,26 @@ def verify_map(path: str | Path) -> list[str]:
     """
     root = Path(path)
     try:
-        manifest = read_manifest(root)
+        directory = MapDirectory(root)
     except MapError as exc:
         return [str(exc)]
-    problems = check_files(root, manifest, checksums=True)
-    # A file already reported (missing, truncated, corrupt) is not loaded again.
-    bad = {name for name in manifest['files'] if any(str(root / name) in p for p in problems)}
-    arrays, more = load_arrays(root, manifest, skip=bad)
-    problems += more + check_thumbnails(root, manifest)
-    if GLOBAL_FILE in arrays and INDEX_FILE not in bad:
+    # One handle for every check: a map swapped at the path meanwhile is not mixed in.
+    with directory:
         try:
-            open_index(root, manifest, arrays[GLOBAL_FILE])
+            manifest, _ = parse_manifest(directory)
         except MapError as exc:
-            problems.append(str(exc))
+            return [str(exc)]
+        problems = check_files(directory, manifest, checksums=True)
+        # A file already reported (missing, truncated, corrupt) is not loaded again.
+        bad = {name for name in manifest['files']
+               if any(str(directory.shown(name)) in p for p in problems)}
+        arrays, more = load_arrays(directory, manifest, skip=bad)
+        problems += more + check_thumbnails(directory, manifest)
+        if GLOBAL_FILE in arrays and INDEX_FILE not in bad:
+            try:
+                open_index(directory, manifest, arrays[GLOBAL_FILE])
+            except MapError as exc:
+                problems.append(str(exc))
     return problems
 
 
@@ -52,12 +61,12 @@ def size_problems(path: str | Path) -> list[str]:
     Returns:
         Problems found, one message per problem naming the file; empty when none.
     """
-    root = Path(path)
     try:
-        manifest = read_manifest(root)
+        with MapDirectory(Path(path)) as directory:
+            manifest, _ = parse_manifest(directory)
+            return check_files(directory, manifest, checksums=False)
     except MapError as exc:
         return [str(exc)]
-    return check_files(root, manifest, checksums=False)
 
 
 def map_info(path: str | Path) -> dict[str, Any]:
@@ -65,19 +74,25 @@ def map_info(path: str | Path) -> dict[str, Any]:
     Summarise a map from its manifest (no data files are read).
 
     Returns:
-        num_places, bytes_per_place, checkpoint_sha256, format_version, backbone, input_hw,
-        num_local, global_dim, local_dim, local_format, index_type, index_tuning, origin,
-        position_frame ('wgs84' for GPS maps, else the frame id of the poses the places come
-        from), sources, created, tool_version, has_thumbnails, calibrated, calibration (see
-        :func:`calibration_summary`).
+        map_id, map_uuid, manifest_sha256 (see :class:`~r2former_ros.core.mapdb.schema.
+        MapIdentity`), num_places, bytes_per_place, checkpoint_sha256, format_version,
+        backbone, input_hw, num_local, global_dim, local_dim, local_format, index_type,
+        index_tuning, origin, position_frame ('wgs84' for GPS maps, else the frame id of the
+        poses the places come from), sources, created, tool_version, has_thumbnails,
+        calibrated, calibration (see :func:`calibration_summary`).
     """
     root = Path(path)
-    manifest = read_manifest(root)
+    with MapDirectory(root) as directory:
+        manifest, manifest_sha256 = parse_manifest(directory)
+    identity = map_identity(manifest, manifest_sha256)
     model = manifest['model']
     num = int(manifest['counts']['num_places'])
     total = sum(int(entry['bytes']) for entry in manifest['files'].values())
     return {
         'path': str(root),
+        'map_id': identity.map_id,
+        'map_uuid': identity.uuid,
+        'manifest_sha256': identity.manifest_sha256,
         'num_places': num,
         'bytes_per_place': total / num,
         'checkpoint': model.get('checkpoint'),

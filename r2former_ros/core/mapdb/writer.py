@@ -3,7 +3,12 @@ Writing a map: :class:`MapWriter`.
 
 The writer streams places into a temporary sibling directory and swaps it into place at commit
 (see :mod:`r2former_ros.core.mapdb.atomic`), so a crash leaves the old map or the new one at the
-target path, never a half-written map.
+target path, never a half-written map. The swap happens under the map's change lock
+(:mod:`r2former_ros.core.mapdb.locking`); an append also checks that the map it copied is still
+the one at the path, so a calibration written meanwhile is never silently dropped.
+
+Every new map gets a random ``map_uuid``; an append keeps the uuid of the map it extends (the
+manifest hash tells the versions apart, see :class:`~r2former_ros.core.mapdb.schema.MapIdentity`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from r2former_ros.core.mapdb.atomic import (
     write_json_synced,
 )
 from r2former_ros.core.mapdb.batch_checks import check_batch
+from r2former_ros.core.mapdb.handle import MapDirectory
+from r2former_ros.core.mapdb.locking import check_version, map_lock
 from r2former_ros.core.mapdb.npy import INT8_SCALE, NpyAppender, quantize_int8
 from r2former_ros.core.mapdb.reader import MapDatabase
 from r2former_ros.core.mapdb.schema import (
@@ -42,12 +49,15 @@ from r2former_ros.core.mapdb.schema import (
     LOCAL_DESC_FILE,
     LOCAL_FORMATS,
     MANIFEST_NAME,
+    MAP_UUID_KEY,
     NO_GEODETIC_ORIGIN,
     PLACES_FILE,
     TOKEN_INDEX_FILE,
     PlaceRecord,
     dtype_label,
+    new_map_uuid,
     normalise_model,
+    parse_manifest,
     place_rows,
     position_frame_of,
     row_layout,
@@ -154,6 +164,7 @@ class MapWriter:
         self._tune = tune
         self._base: MapDatabase | None = None
         self._created: str | None = None
+        self._map_uuid = new_map_uuid()
         self.calibration: dict[str, Any] | None = None
         self._tmp: Path | None = None
         self._out: dict[str, NpyAppender] = {}
@@ -200,6 +211,7 @@ class MapWriter:
             sources=manifest['sources'], overwrite=True, tune=tune, position_frame=frame)
         writer._base = base
         writer._created = manifest.get('created')
+        writer._map_uuid = base.identity.uuid
         writer.calibration = manifest.get('calibration')
         return writer
 
@@ -302,7 +314,7 @@ class MapWriter:
                 for name, arr in self._base.arrays.items():
                     self._out[name].copy_from(arr)
                 self._count = self._base.num_places
-                self._thumbs.copy_from(self._base.path)
+                self._thumbs.copy_from(self._base.thumbnails)
         except BaseException:
             self.abort()
             raise
@@ -392,13 +404,28 @@ class MapWriter:
             write_json_synced(tmp / MANIFEST_NAME, self._manifest(tmp, index_block, thumbs))
             thumbs.sync()
             fsync_path(tmp)
-            self._check_target()
-            swap_into_place(tmp, self._target)
+            with map_lock(self._target):
+                self._check_target()
+                if self._base is not None:
+                    self._check_base_unchanged()
+                swap_into_place(tmp, self._target)
         except BaseException:
             self.abort()
             raise
         self._state = 'committed'
         return self._target
+
+    def _check_base_unchanged(self) -> None:
+        """Refuse to replace a map other than the one copied (e.g. one calibrated meanwhile)."""
+        assert self._base is not None
+        try:
+            with MapDirectory(self._target) as directory:
+                _, current = parse_manifest(directory)
+        except MapError as exc:
+            raise MapError(f'{self._target}: the map being appended to is gone or unreadable '
+                           f'({exc}); the appended map was not written') from exc
+        check_version(self._target, self._base.identity.manifest_sha256, current,
+                      'the appended map')
 
     def _write_index(self, tmp: Path) -> dict[str, Any]:
         kind = retrieval.choose_index_type(self._index_request, self._count, self._exact_max)
@@ -440,6 +467,7 @@ class MapWriter:
         return {
             'format_version': FORMAT_VERSION,
             'tool_version': __version__,
+            MAP_UUID_KEY: self._map_uuid,
             'created': self._created or now,
             'modified': now,
             'model': self._model,
