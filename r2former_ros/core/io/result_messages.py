@@ -142,7 +142,8 @@ def candidate_fields(candidate: Candidate) -> dict[str, Any]:
 def place_recognition_fields(result: LocalizationResult, *, stamp_ns: int, frame_id: str,
                              map_frame_id: str, backbone: str, decode_ms: float = 0.0,
                              total_ms: float | None = None,
-                             position_frame: str | None = None) -> dict[str, Any]:
+                             position_frame: str | None = None,
+                             map_id: str = '') -> dict[str, Any]:
     """
     r2former_ros/PlaceRecognition of one result.
 
@@ -156,6 +157,7 @@ def place_recognition_fields(result: LocalizationResult, *, stamp_ns: int, frame
         total_ms: receive-to-publish time; None = decode plus the result's own total.
         position_frame: the map's position frame; a pose frame replaces ``map_frame_id`` in
             the message's ``map_frame_id`` (see :func:`output_frame`).
+        map_id: the map the result came from (``MapDatabase.map_id``).
     """
     timings = result.timings_ms
     best = result.best
@@ -174,6 +176,7 @@ def place_recognition_fields(result: LocalizationResult, *, stamp_ns: int, frame
         'total_ms': float(decode_ms + timings.get('total', 0.0) if total_ms is None
                           else total_ms),
         'backbone': backbone,
+        'map_id': map_id,
     }
     if best is None:
         fields.update({
