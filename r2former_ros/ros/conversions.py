@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 import importlib
 from typing import Any
 
-from geometry_msgs.msg import Point, PoseWithCovarianceStamped
+from geometry_msgs.msg import PoseWithCovarianceStamped
 import numpy as np
 from numpy.typing import NDArray
-from sensor_msgs.msg import CompressedImage, Image, NavSatFix
+from sensor_msgs.msg import CompressedImage, Image, NavSatFix, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -24,11 +24,15 @@ from r2former_ros.core.io import result_messages
 from r2former_ros.core.io.images import compressed_image_to_rgb, raw_image_to_rgb
 from r2former_ros.core.types import LocalizationResult, PlacePosition
 
-PLACES_NS = 'places'
 CANDIDATES_NS = 'candidates'
 BEST_NS = 'best'
 LABEL_NS = 'best_label'
-PLACE_SCALE_M = 1.0
+# At most this many places are sent as points (16 bytes each: 4 MB), see places_cloud.
+MAX_PLACE_POINTS = 250_000
+PLACE_POINT_DTYPE = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('place_id', '<u4')])
+# (name, byte offset, sensor_msgs/PointField datatype) of the fields above.
+PLACE_POINT_FIELDS = (('x', 0, PointField.FLOAT32), ('y', 4, PointField.FLOAT32),
+                      ('z', 8, PointField.FLOAT32), ('place_id', 12, PointField.UINT32))
 CANDIDATE_SCALE_M = 2.0
 BEST_SCALE_M = 4.0
 
@@ -91,7 +95,7 @@ def fill_message(msg: Any, fields: Mapping[str, Any]) -> Any:
 
 def to_place_recognition(msg_class: type, result: LocalizationResult, *, header: Any,
                          map_frame_id: str, backbone: str, decode_ms: float = 0.0,
-                         total_ms: float | None = None) -> Any:
+                         total_ms: float | None = None, map_id: str = '') -> Any:
     """
     r2former_ros/PlaceRecognition of a result.
 
@@ -103,10 +107,11 @@ def to_place_recognition(msg_class: type, result: LocalizationResult, *, header:
         backbone: the model's backbone name.
         decode_ms: image message -> RGB time the node measured.
         total_ms: receive-to-publish time the node measured (None: decode + localizer).
+        map_id: the map the result came from (``MapDatabase.map_id``).
     """
     fields = result_messages.place_recognition_fields(
         result, stamp_ns=stamp_ns(header), frame_id=header.frame_id, map_frame_id=map_frame_id,
-        backbone=backbone, decode_ms=decode_ms, total_ms=total_ms)
+        backbone=backbone, decode_ms=decode_ms, total_ms=total_ms, map_id=map_id)
     return fill_message(msg_class(), fields)
 
 
@@ -163,15 +168,33 @@ def _at(marker: Marker, position: PlacePosition) -> Marker:
     return marker
 
 
-def places_marker(header: Any, east: Sequence[float] | NDArray[np.floating],
-                  north: Sequence[float] | NDArray[np.floating],
-                  up: Sequence[float] | NDArray[np.floating]) -> Marker:
-    """All map places as one SPHERE_LIST (cheap for large maps)."""
-    marker = _marker(header, PLACES_NS, 0, Marker.SPHERE_LIST, PLACE_SCALE_M)
-    marker.color = ColorRGBA(r=0.55, g=0.65, b=0.8, a=0.6)
-    marker.points = [Point(x=float(x), y=float(y), z=float(z))
-                     for x, y, z in zip(east, north, up, strict=True)]
-    return marker
+def places_cloud(header: Any, east: Sequence[float] | NDArray[np.floating],
+                 north: Sequence[float] | NDArray[np.floating],
+                 up: Sequence[float] | NDArray[np.floating],
+                 max_points: int = MAX_PLACE_POINTS) -> PointCloud2:
+    """
+    Put the map's places in one PointCloud2: x = east, y = north, z = up (float32), place_id.
+
+    A point cloud, not a marker, because it is a flat byte array: building and publishing it
+    costs milliseconds even for a million places, where a marker with one ``Point`` object per
+    place holds the interpreter for seconds (and the executor with it). At most ``max_points``
+    are sent (a bigger map is drawn by every k-th place, k = ceil(N / max_points), in id order):
+    16 bytes per point, 4 MB at the cap; all 1M places would be 16 MB.
+    """
+    count = len(east)
+    stride = max(1, -(-count // max(1, max_points)))
+    points = np.zeros(len(range(0, count, stride)), dtype=PLACE_POINT_DTYPE)
+    points['x'] = np.asarray(east, dtype=np.float64)[::stride]
+    points['y'] = np.asarray(north, dtype=np.float64)[::stride]
+    points['z'] = np.asarray(up, dtype=np.float64)[::stride]
+    points['place_id'] = np.arange(0, count, stride, dtype=np.uint32)
+    cloud = PointCloud2(header=header, height=1, width=points.size, is_bigendian=False,
+                        point_step=PLACE_POINT_DTYPE.itemsize,
+                        row_step=PLACE_POINT_DTYPE.itemsize * points.size, is_dense=True)
+    cloud.fields = [PointField(name=name, offset=offset, datatype=datatype, count=1)
+                    for name, offset, datatype in PLACE_POINT_FIELDS]
+    cloud.data = array.array('B', points.tobytes())
+    return cloud
 
 
 def result_markers(result: LocalizationResult, header: Any, max_candidates: int) -> list[Marker]:

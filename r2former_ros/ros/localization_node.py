@@ -11,23 +11,38 @@ With the ``autostart`` parameter (default true) the node configures and activate
 like an unmanaged node; a start-up failure then exits with code 1.
 
 Services: ``~/load_map`` (r2former_ros/srv/LoadMap) swaps the map at run time: the new map is
-opened and checked against the running model first, and the old one keeps serving if that fails;
-``~/reset_filter`` (std_srvs/Trigger) restarts the sequence filter.
+opened and checked against the running model first, and the old one keeps serving meanwhile and
+if that fails; the call returns once the swap is done. ``~/reset_filter`` (std_srvs/Trigger)
+restarts the sequence filter before the next frame.
 
-Threads: the executor thread only receives images into a one-slot mailbox (a newer frame
-replaces one that is still waiting, and counts as a drop), publishes diagnostics and serves
-transitions, parameters and services. One worker thread takes the newest frame, runs the core
-``Localizer`` and publishes, so a slow model never builds a backlog.
+Threads: the executor (multi-threaded, images, services and the diagnostics timer in separate
+callback groups) only receives images into a one-slot mailbox (a newer frame replaces one that is
+still waiting, and counts as a drop), publishes diagnostics and serves transitions, parameters
+and services: it never does heavy work, so image reception and counting never pause. One worker
+thread takes the newest frame, runs the core ``Localizer`` and publishes, so a slow model never
+builds a backlog. One loader thread does the heavy part of ``~/load_map`` (open the map, build
+its localizer and the places cloud) while the old map keeps serving. Parameter changes,
+``reset_filter`` and map swaps reach the worker through one locked hand-off
+(``node_state.Handoff``), taken once per frame: a parameter change applies to every frame the
+worker starts after it was accepted (the worker rebuilds the localizer first when the core
+settings changed), a change is never lost or half-applied, and the filter is only ever touched
+by the worker.
+
+Map swaps and results: every result names the map it came from (``PlaceRecognition.map_id``).
+A frame received before a swap completed is never localized with the new map: the one frame in
+progress finishes on the old map (and says so), a frame still waiting is dropped and counted
+(``frames_dropped_at_map_swap`` in /diagnostics).
 
 Topics (relative, so they follow the node's namespace):
     in:  ``image`` (sensor_msgs/Image) and/or ``image/compressed`` (CompressedImage), sensor-data
          QoS, chosen by the ``image_transport`` parameter.
     out: ``place_recognition`` (r2former_ros/PlaceRecognition, every processed frame),
          ``fix`` (NavSatFix, matched frames), ``pose`` (PoseWithCovarianceStamped, matched frames),
-         ``place_markers`` (MarkerArray, transient-local depth 1; all map places when configured,
-         after a map swap and every ``publish_markers_every_n`` frames, the top-k and the best
-         place every frame), ``match_image`` (Image, when ``visualization`` is on and someone
-         listens), ``/diagnostics`` (DiagnosticArray, every ``diagnostics_period_s``).
+         ``place_markers`` (MarkerArray: the top-k and the best place, every frame),
+         ``map_places`` (PointCloud2, transient-local depth 1: the map's places, at most
+         250,000 of them, sent when a map is configured or swapped in), ``match_image`` (Image,
+         when ``visualization`` is on and someone listens), ``/diagnostics`` (DiagnosticArray,
+         every ``diagnostics_period_s``).
 
 Exit codes: 0 after SIGINT/SIGTERM or shutdown; 1 when autostart cannot configure (one error line
 says why).
@@ -36,6 +51,7 @@ says why).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import CancelledError
 import gc
 import os
 import sys
@@ -46,10 +62,12 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from std_srvs.srv import Trigger
 
 from r2former_ros.core.errors import ConfigError, ImageError, R2FormerError
@@ -60,13 +78,14 @@ from r2former_ros.core.places.base import PlaceModel
 from r2former_ros.core.threads import apply_threads
 from r2former_ros.ros import conversions
 from r2former_ros.ros.node_outputs import Outputs, diagnostics_array
-from r2former_ros.ros.node_state import Frame, Mailbox, Stats
+from r2former_ros.ros.node_state import Frame, Handoff, JobThread, Mailbox, Serving, Stats
 from r2former_ros.ros.parameters import (
     NodeParameters,
     declare_parameters,
     read_parameters,
     with_changes,
 )
+from r2former_ros.ros.stopping import spin_until, stop_on_signals
 
 NODE_NAME = 'localization_node'
 BAD_INPUT_LOG_PERIOD_S = 5.0
@@ -74,6 +93,11 @@ DIAGNOSTICS_TOPIC = '/diagnostics'
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 STOP_LOGGER = 'r2former_ros'
+# Images, services, the timer and the lifecycle/parameter services may all run at once.
+EXECUTOR_THREADS = 4
+THREAD_JOIN_S = 10.0
+# A callback still running after this (a load_map waiting for a big map) is left behind.
+EXECUTOR_STOP_S = 2.0
 
 
 def load_node_model(params: NodeParameters, database: MapDatabase) -> PlaceModel:
@@ -110,30 +134,36 @@ class LocalizationNode(LifecycleNode):
 
         self._place_recognition_type = PlaceRecognition
         declare_parameters(self)
-        self.params: NodeParameters | None = None  # set by configure
-        self.localizer: Localizer | None = None
         self.state_label = 'unconfigured'
         self.last_error = ''
         self._outputs: Outputs | None = None
-        self._active_params: NodeParameters | None = None  # the worker's copy
-        self._pending: NodeParameters | None = None
-        self._lock = threading.Lock()  # counters and the localizer reference
+        self._handoff: Handoff[NodeParameters] = Handoff()
+        self._params_lock = threading.Lock()  # one parameter change validated at a time
+        self._lock = threading.Lock()  # the counters
         self._stats = Stats()
         self._mailbox = Mailbox()
         self._worker: threading.Thread | None = None
+        self._loader: JobThread | None = None
         self._image_subscriptions: list[Any] = []
         self._topics: list[str] = []
+        # Own callback groups: a load_map call waiting for its swap, or a configure loading a
+        # model, never holds up image reception or diagnostics (multi-threaded executor).
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        control_group = MutuallyExclusiveCallbackGroup()
+        timer_group = MutuallyExclusiveCallbackGroup()
         self._pub_diag = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         period = float(self.get_parameter('diagnostics_period_s').value)
-        self.create_timer(max(period, 0.1), self._publish_diagnostics)
-        self.create_service(LoadMap, '~/load_map', self._on_load_map)
-        self.create_service(Trigger, '~/reset_filter', self._on_reset_filter)
+        self.create_timer(max(period, 0.1), self._publish_diagnostics, callback_group=timer_group)
+        self.create_service(LoadMap, '~/load_map', self._on_load_map,
+                            callback_group=control_group)
+        self.create_service(Trigger, '~/reset_filter', self._on_reset_filter,
+                            callback_group=control_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ------------------------------------------------------------------------ transitions
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Read parameters, open the map, load the model, create publishers, start the worker."""
+        """Read parameters, open the map, load the model, create publishers, start the threads."""
         try:
             params = read_parameters(self)
             database = MapDatabase.open(params.map)
@@ -143,20 +173,21 @@ class LocalizationNode(LifecycleNode):
             return self._configure_failed(str(err))
         except Exception as err:  # noqa: BLE001 - e.g. a corrupt checkpoint: say so, stay up
             return self._configure_failed(repr(err))
-        self.params = self._active_params = params
-        self.localizer = localizer
         self.last_error = ''
         self._outputs = Outputs(self, self._place_recognition_type, params.map_frame_id)
-        self._outputs.publish_places(database)
+        self._handoff.start(Serving(localizer, params, database.map_id, generation=0))
+        self._outputs.publish_places(self._outputs.places_cloud(database))
         self._mailbox = Mailbox()
+        self._loader = JobThread('map_loader')
         self._worker = threading.Thread(target=self._work, name='localizer', daemon=True)
         self._worker.start()
         self.state_label = 'inactive'
         weights = 'seeded RANDOM weights' if getattr(model, 'random_weights', False) \
             else 'checkpoint weights'
         self.get_logger().info(
-            f'configured: map {database.path} ({database.num_places} places), '
-            f'{self._backbone} {list(model.input_hw)} on {model.device} with {weights}')
+            f'configured: map {database.path} ({database.num_places} places, id '
+            f'{database.map_id}), {model.name} {list(model.input_hw)} on {model.device} with '
+            f'{weights}')
         return SUCCESS
 
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
@@ -168,19 +199,20 @@ class LocalizationNode(LifecycleNode):
         """Subscribe to the camera: from now on every frame is localized and published."""
         from sensor_msgs.msg import CompressedImage, Image  # noqa: PLC0415
 
-        params = self.params
+        params = self._handoff.latest_params()
         assert params is not None
         qos = image_qos()
         image_topic = self.resolve_topic_name('image')
         self._topics = []
         if params.image_transport in ('raw', 'both'):
-            self._image_subscriptions.append(
-                self.create_subscription(Image, 'image', self._on_image, qos))
+            self._image_subscriptions.append(self.create_subscription(
+                Image, 'image', self._on_image, qos, callback_group=self._image_group))
             self._topics.append(image_topic)
         if params.image_transport in ('compressed', 'both'):
             compressed_topic = image_topic.rstrip('/') + '/compressed'
-            self._image_subscriptions.append(
-                self.create_subscription(CompressedImage, compressed_topic, self._on_image, qos))
+            self._image_subscriptions.append(self.create_subscription(
+                CompressedImage, compressed_topic, self._on_image, qos,
+                callback_group=self._image_group))
             self._topics.append(compressed_topic)
         self.state_label = 'active'
         self.get_logger().info(f'active: listening on {", ".join(self._topics)}')
@@ -194,7 +226,7 @@ class LocalizationNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop the worker, drop publishers, model and map, free GPU memory."""
+        """Stop the threads, drop publishers, model and map, free GPU memory."""
         self._release()
         self.get_logger().info('unconfigured: model and map released')
         return SUCCESS
@@ -220,29 +252,27 @@ class LocalizationNode(LifecycleNode):
     def _release(self) -> None:
         self._unsubscribe()
         self._mailbox.close()
+        if self._loader is not None:
+            # Queued swaps are cancelled (their callers hear so); one in progress may finish.
+            self._loader.close(THREAD_JOIN_S)
+            self._loader = None
         if self._worker is not None:
-            self._worker.join(10.0)
+            self._worker.join(THREAD_JOIN_S)
             self._worker = None
-        device = self.localizer.model.device if self.localizer is not None else 'cpu'
+        serving = self._handoff.serving()
+        device = serving.localizer.model.device if serving is not None else 'cpu'
         if self._outputs is not None:
             self._outputs.destroy()
             self._outputs = None
-        with self._lock:
-            self.localizer = None
-        self.params = self._active_params = self._pending = None
+        self._handoff.clear()
         self.state_label = 'unconfigured'
+        del serving
         free_model_memory(device)
-
-    @property
-    def _backbone(self) -> str:
-        if self.localizer is None:
-            return ''
-        return self.localizer.model.name  # = identity()['backbone'], without a dict per frame
 
     # ------------------------------------------------------------------- executor thread
 
     def _on_image(self, msg: Any) -> None:
-        replaced = self._mailbox.put(Frame(msg, time.perf_counter()))
+        replaced = self._mailbox.put(Frame(msg, time.perf_counter(), self._handoff.generation))
         with self._lock:
             self._stats.frames_in += 1
             self._stats.window_in += 1
@@ -250,61 +280,51 @@ class LocalizationNode(LifecycleNode):
                 self._stats.drops += 1
 
     def _on_set_parameters(self, changed: Sequence[Parameter]) -> SetParametersResult:
-        if self.params is None:  # unconfigured: checked when configure reads them
-            return SetParametersResult(successful=True)
-        try:
-            new = with_changes(self.params, {p.name: p.value for p in changed})
-            localizer = self.localizer
-            if new.localizer.rerank_top_n and localizer is not None and \
-                    not localizer.model.has_reranker:
-                raise ConfigError('the model has no reranker; rerank.top_n must stay 0')
-        except (ConfigError, TypeError) as err:
-            return SetParametersResult(successful=False, reason=str(err))
-        self.params = new
-        self._pending = new
+        with self._params_lock:
+            current = self._handoff.latest_params()
+            serving = self._handoff.serving()
+            if current is None or serving is None:  # unconfigured: checked by configure
+                return SetParametersResult(successful=True)
+            try:
+                new = with_changes(current, {p.name: p.value for p in changed})
+                if new.localizer.rerank_top_n and not serving.localizer.model.has_reranker:
+                    raise ConfigError('the model has no reranker; rerank.top_n must stay 0')
+            except (ConfigError, TypeError) as err:
+                return SetParametersResult(successful=False, reason=str(err))
+            # The worker applies the whole set before its next frame (rebuilding the localizer
+            # when the core settings changed): no frame after this sees a mix, none the old set.
+            self._handoff.accept_params(new)
         return SetParametersResult(successful=True)
 
     def _on_load_map(self, request: Any, response: Any) -> Any:
-        """Open and check the new map; swap it in only when both succeed."""
-        localizer = self.localizer
-        params = self.params
-        if localizer is None or params is None:
+        """Hand the swap to the loader thread and answer once it is done (or refused)."""
+        loader = self._loader
+        if loader is None or self._handoff.serving() is None:
             response.success = False
             response.message = f'the node is {self.state_label}: configure it first'
             return response
-        old = localizer.database.path
+        path = str(request.map)
         try:
-            if not request.map:
-                raise ConfigError('map is empty: give a map directory written by build_map')
-            database = MapDatabase.open(request.map)
-            # Checks the model identity (backbone, weights hash, input size, tokens) and applies
-            # the new map's calibration; a new Localizer also restarts the sequence filter.
-            new = Localizer(localizer.model, database, params.localizer)
-        except R2FormerError as err:
-            response.success = False
-            response.message = f'kept map {old}: {err}'
-            self.get_logger().warning(f'load_map refused: {response.message}')
-            return response
-        with self._lock:
-            self.localizer = new
-            self._stats.map_swaps += 1
-        if self._outputs is not None:
-            self._outputs.publish_places(database)
-        response.success = True
-        response.message = (f'now querying map {database.path} ({database.num_places} places) '
-                             f'instead of {old}; sequence filter restarted')
-        self.get_logger().info(response.message)
+            response.success, response.message = loader.submit(
+                lambda: self._load_map(path)).result()
+        except CancelledError:
+            response.success, response.message = False, 'cancelled: the node is shutting down'
+        except Exception as err:  # noqa: BLE001 - the old map keeps serving; say why
+            response.success, response.message = False, f'kept the old map: {err!r}'
+            self.get_logger().error(f'load_map failed: {err!r}')
         return response
 
     def _on_reset_filter(self, request: Any, response: Any) -> Any:
-        localizer = self.localizer
-        if localizer is None:
+        serving = self._handoff.serving()
+        if serving is None:
             response.success, response.message = False, f'the node is {self.state_label}'
-        elif localizer.filter is None:
+        elif serving.localizer.filter is None:
             response.success, response.message = True, "no sequence filter (filter='none')"
         else:
-            localizer.reset_filter()
-            response.success, response.message = True, 'sequence filter restarted'
+            # The worker restarts it between frames: never inside an update in progress.
+            self._handoff.request_reset()
+            response.success = True
+            response.message = 'sequence filter restarts before the next frame'
         return response
 
     def _publish_diagnostics(self) -> None:
@@ -312,57 +332,96 @@ class LocalizationNode(LifecycleNode):
         with self._lock:
             totals = self._stats.totals()
             window = self._stats.take_window(now)
-            localizer = self.localizer
+        serving = self._handoff.serving()
+        localizer = serving.localizer if serving is not None else None
         array = diagnostics_array(
             name=f'{self.get_fully_qualified_name()}: localization', state=self.state_label,
             last_error=self.last_error, totals=totals, window=window, localizer=localizer,
-            backbone=self._backbone, topics=self._topics)
+            map_id=serving.map_id if serving is not None else '',
+            backbone=localizer.model.name if localizer is not None else '', topics=self._topics)
         array.header.stamp = self.get_clock().now().to_msg()
         self._pub_diag.publish(array)
+
+    # ---------------------------------------------------------------------- loader thread
+
+    def _load_map(self, path: str) -> tuple[bool, str]:
+        """Open and check the new map; swap it in only when both succeed."""
+        serving, params, outputs = (self._handoff.serving(), self._handoff.latest_params(),
+                                    self._outputs)
+        if serving is None or params is None or outputs is None:
+            return False, f'the node is {self.state_label}: configure it first'
+        old = serving.localizer.database.path
+        try:
+            if not path:
+                raise ConfigError('map is empty: give a map directory written by build_map')
+            database = MapDatabase.open(path)
+            # Checks the model identity (backbone, weights hash, input size, tokens) and applies
+            # the new map's calibration; a new Localizer also restarts the sequence filter.
+            localizer = Localizer(serving.localizer.model, database, params.localizer)
+            cloud = outputs.places_cloud(database)
+        except R2FormerError as err:
+            message = f'kept map {old}: {err}'
+            self.get_logger().warning(f'load_map refused: {message}')
+            return False, message
+        self._handoff.swap_map(localizer, params, database.map_id)
+        with self._lock:
+            self._stats.map_swaps += 1
+        outputs.publish_places(cloud)
+        message = (f'now querying map {database.path} ({database.num_places} places, id '
+                   f'{database.map_id}) instead of {old}; sequence filter restarted')
+        self.get_logger().info(message)
+        return True, message
 
     # ---------------------------------------------------------------------- worker thread
 
     def _work(self) -> None:
-        mailbox = self._mailbox
+        mailbox, outputs = self._mailbox, self._outputs
         while True:
             frame = mailbox.take()
-            if frame is None:
+            if frame is None or outputs is None or not self._handle(frame, outputs):
                 return
-            self._apply_pending_parameters()
-            with self._lock:
-                localizer, outputs = self.localizer, self._outputs
-            params = self._active_params
-            if localizer is None or outputs is None or params is None:
-                return
-            try:
-                self._process(frame, localizer, outputs, params)
-            except Exception as err:  # noqa: BLE001 - the node must survive any input
-                if not self.context.ok():
-                    return
-                with self._lock:
-                    self._stats.errors += 1
-                self.get_logger().error(f'processing a frame failed: {err!r}',
-                                        throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
 
-    def _apply_pending_parameters(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is None or self._active_params is None:
-            return
-        changed = pending.localizer != self._active_params.localizer
-        self._active_params = pending
-        with self._lock:
-            localizer = self.localizer
-        if changed and localizer is not None:
-            # A new Localizer re-applies the calibration for the new settings and restarts the
-            # sequence filter (its motion model may have changed).
-            rebuilt = Localizer(localizer.model, localizer.database, pending.localizer)
+    def _handle(self, frame: Frame, outputs: Outputs) -> bool:
+        """Localize one frame; False when the node is going away. Holds nothing afterwards."""
+        # (a separate call, so the worker keeps no reference to a swapped-out map while it
+        # waits for the next frame: its memory is freed at the swap, not a frame later)
+        serving, params, reset = self._handoff.for_frame()
+        if serving is None or params is None:
+            return False
+        try:
+            if params is not serving.params:
+                serving = self._apply_parameters(serving, params)
+            if reset:
+                serving.localizer.reset_filter()
+            if frame.generation != serving.generation:
+                with self._lock:  # received before the map swap: not for the new map
+                    self._stats.drops += 1
+                    self._stats.dropped_at_swap += 1
+                return True
+            self._process(frame, serving, outputs)
+        except Exception as err:  # noqa: BLE001 - the node must survive any input
+            if not self.context.ok():
+                return False
             with self._lock:
-                if self.localizer is localizer:  # not swapped meanwhile by load_map
-                    self.localizer = rebuilt
+                self._stats.errors += 1
+            self.get_logger().error(f'processing a frame failed: {err!r}',
+                                    throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
+        return True
 
-    def _process(self, frame: Frame, localizer: Localizer, outputs: Outputs,
-                 params: NodeParameters) -> None:
-        msg = frame.msg
+    def _apply_parameters(self, serving: Serving[NodeParameters],
+                          params: NodeParameters) -> Serving[NodeParameters]:
+        """Serve ``params`` from this frame on; return what serves now."""
+        localizer = serving.localizer
+        if params.localizer != serving.params.localizer:
+            # Re-applies the calibration for the new settings and restarts the sequence filter
+            # (its motion model may have changed).
+            localizer = Localizer(localizer.model, localizer.database, params.localizer)
+        current = self._handoff.replace_localizer(serving, localizer, params)
+        assert current is not None  # only cleanup clears it, after joining this thread
+        return current
+
+    def _process(self, frame: Frame, serving: Serving[NodeParameters], outputs: Outputs) -> None:
+        msg, localizer, params = frame.msg, serving.localizer, serving.params
         start = time.perf_counter()
         try:
             rgb = conversions.image_to_rgb(msg)
@@ -381,8 +440,8 @@ class LocalizationNode(LifecycleNode):
                                                        stamp_s=stamp_s or None)
         total_ms = (time.perf_counter() - frame.received) * 1e3
         matched, place_id, confidence = outputs.publish_result(
-            result, header=msg.header, params=params, backbone=self._backbone,
-            decode_ms=decode_ms, total_ms=total_ms)
+            result, header=msg.header, params=params, backbone=localizer.model.name,
+            map_id=serving.map_id, decode_ms=decode_ms, total_ms=total_ms)
         with self._lock:
             s = self._stats
             s.processed += 1
@@ -394,10 +453,7 @@ class LocalizationNode(LifecycleNode):
             timings = {**result.timings_ms, 'decode': decode_ms, 'total': total_ms}
             for stage, values in s.latencies.items():
                 values.append(float(timings.get(stage, 0.0)))
-            processed = s.processed
-        every = params.publish_markers_every_n
-        outputs.publish_markers(result, params.localizer.result_top_k,
-                                with_places=every > 0 and processed % every == 0)
+        outputs.publish_markers(result, params.localizer.result_top_k)
         if draw:
             outputs.publish_match_image(localizer, rgb, query_local, result, msg.header)
 
@@ -424,33 +480,36 @@ def image_qos() -> Any:
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; 0 on a clean stop, 1 when autostart fails."""
-    rclpy.init(args=args)
+    # A signal only asks the loop to stop; the executor stops first, then the node, then the
+    # context, so no wait set is ever built on a context already shut down (see stopping.py).
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     node: LocalizationNode | None = None
-    code = 0
-    try:
-        node = LocalizationNode()
-        if node.get_parameter('autostart').value:
-            node.trigger_configure()
-            if node.state_label != 'inactive':
-                node.get_logger().error(f'cannot start: {node.last_error}')
-                return 1
-            node.trigger_activate()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            s = node.stats()
-            # Not the node's logger: after SIGINT the context is shut down, and a record of the
-            # node's logger would fail to reach /rosout ("publisher's context is invalid").
-            get_logger(STOP_LOGGER).info(
-                f'stopped: frames in {s.frames_in}, processed {s.processed}, dropped {s.drops}, '
-                f'bad {s.bad_inputs}, errors {s.errors}, map swaps {s.map_swaps}, '
-                f'max latency {s.max_total_ms:.1f} ms')
-            node._release()  # noqa: SLF001 - same as the shutdown transition, without events
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    with stop_on_signals() as stop:
+        try:
+            node = LocalizationNode()
+            executor.add_node(node)
+            if node.get_parameter('autostart').value:
+                node.trigger_configure()
+                if node.state_label != 'inactive':
+                    node.get_logger().error(f'cannot start: {node.last_error}')
+                    return 1
+                node.trigger_activate()
+            spin_until(executor, stop, node.context)
+        except ExternalShutdownException:
+            pass
+        finally:
+            executor.shutdown(timeout_sec=EXECUTOR_STOP_S)
+            if node is not None:
+                s = node.stats()
+                get_logger(STOP_LOGGER).info(
+                    f'stopped: frames in {s.frames_in}, processed {s.processed}, dropped '
+                    f'{s.drops} ({s.dropped_at_swap} at map swaps), bad {s.bad_inputs}, errors '
+                    f'{s.errors}, map swaps {s.map_swaps}, max latency {s.max_total_ms:.1f} ms')
+                node._release()  # noqa: SLF001 - as the shutdown transition, without events
+                node.destroy_node()
+            rclpy.try_shutdown()
+    return 0
 
 
 def exit_now(code: int) -> None:

@@ -3,6 +3,12 @@ What the localization node publishes: its publishers and the diagnostics message
 
 :class:`Outputs` is created by the node's configure transition and destroyed by cleanup, so an
 unconfigured node advertises nothing but /diagnostics and its services.
+
+The map's places and the per-frame markers are apart, so per-frame traffic stays small whatever
+the map's size: ``map_places`` (sensor_msgs/PointCloud2, see ``conversions.places_cloud``) carries
+the places, latched (transient-local, depth 1) and sent only when a map is configured or swapped
+in; ``place_markers`` carries, per frame, the top-k candidates and the best place
+(``result.top_k`` + 2 small markers).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image, NavSatFix
+from sensor_msgs.msg import Image, NavSatFix, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
@@ -26,6 +32,8 @@ from r2former_ros.ros import conversions
 from r2former_ros.ros.node_state import Stats, stage_summary
 from r2former_ros.ros.parameters import NodeParameters
 
+MAP_PLACES_TOPIC = 'map_places'
+
 
 class Outputs:
     """The node's result publishers (all but /diagnostics)."""
@@ -35,7 +43,6 @@ class Outputs:
         self._node = node
         self._place_recognition_type = place_recognition_type
         self._map_frame_id = map_frame_id
-        self._places_marker: Any = None
         reliable = QoSProfile(depth=10)
         latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                              reliability=ReliabilityPolicy.RELIABLE,
@@ -44,9 +51,11 @@ class Outputs:
                                             reliable)
         self.fix = node.create_publisher(NavSatFix, 'fix', reliable)
         self.pose = node.create_publisher(PoseWithCovarianceStamped, 'pose', reliable)
+        # Latched too, so a subscriber of either durability matches; a late one gets the last.
         self.markers = node.create_publisher(MarkerArray, 'place_markers', latched)
+        self.places = node.create_publisher(PointCloud2, MAP_PLACES_TOPIC, latched)
         self.match = node.create_publisher(Image, 'match_image', QoSProfile(depth=1))
-        self._all = [self.result, self.fix, self.pose, self.markers, self.match]
+        self._all = [self.result, self.fix, self.pose, self.markers, self.places, self.match]
 
     def destroy(self) -> None:
         """Destroy every publisher (cleanup)."""
@@ -54,15 +63,18 @@ class Outputs:
             self._node.destroy_publisher(publisher)
         self._all = []
 
-    def publish_places(self, database: MapDatabase) -> None:
-        """Remember the map's places marker and publish it (configure, map swap)."""
+    def places_cloud(self, database: MapDatabase) -> PointCloud2:
+        """Build the point cloud of a map's places (reads the whole places table)."""
         places = database.places
-        self._places_marker = conversions.places_marker(
-            self._header(), places['east'], places['north'], places['up'])
-        self.publish_markers(None, 0, with_places=True)
+        return conversions.places_cloud(self._header(), places['east'], places['north'],
+                                        places['up'])
+
+    def publish_places(self, cloud: PointCloud2) -> None:
+        """Send the places of the map now serving (configure, map swap): latched, once."""
+        self.places.publish(cloud)
 
     def publish_result(self, result: LocalizationResult, *, header: Any, params: NodeParameters,
-                       backbone: str, decode_ms: float, total_ms: float
+                       backbone: str, map_id: str, decode_ms: float, total_ms: float
                        ) -> tuple[bool, int, float]:
         """Publish place_recognition, and fix and pose on a match; return what diagnostics use."""
         threshold_m = params.localizer.threshold_m
@@ -72,7 +84,7 @@ class Outputs:
         out = conversions.to_place_recognition(
             self._place_recognition_type, result, header=header,
             map_frame_id=params.map_frame_id, backbone=backbone, decode_ms=decode_ms,
-            total_ms=total_ms)
+            total_ms=total_ms, map_id=map_id)
         self.result.publish(out)
         if fix is not None:
             self.fix.publish(fix)
@@ -80,13 +92,9 @@ class Outputs:
             self.pose.publish(pose)
         return bool(out.matched), int(out.place_id), float(out.confidence)
 
-    def publish_markers(self, result: LocalizationResult | None, top_k: int,
-                        with_places: bool) -> None:
-        """Top-k and best-place markers (an empty result clears them), plus the places."""
-        result = result if result is not None else LocalizationResult(False, 0.0, [])
+    def publish_markers(self, result: LocalizationResult, top_k: int) -> None:
+        """Top-k and best-place markers of one frame (an empty result clears them)."""
         markers = conversions.result_markers(result, self._header(), top_k)
-        if with_places and self._places_marker is not None:
-            markers.insert(0, self._places_marker)
         self.markers.publish(conversions.marker_array(markers))
 
     def match_image_wanted(self) -> bool:
@@ -106,7 +114,7 @@ class Outputs:
 
 def diagnostics_array(*, name: str, state: str, last_error: str, totals: Stats,
                       window: tuple[float, dict[str, list[float]], int, int, int],
-                      localizer: Localizer | None, backbone: str,
+                      localizer: Localizer | None, map_id: str, backbone: str,
                       topics: Sequence[str]) -> DiagnosticArray:
     """One DiagnosticStatus with the counters since start and the latency of the last window."""
     elapsed, latencies, window_in, window_out, window_bad = window
@@ -116,7 +124,7 @@ def diagnostics_array(*, name: str, state: str, last_error: str, totals: Stats,
         'frames_in': totals.frames_in, 'frames_processed': totals.processed,
         'frames_dropped': totals.drops, 'bad_inputs': totals.bad_inputs,
         'processing_errors': totals.errors, 'frames_matched': totals.matched,
-        'map_swaps': totals.map_swaps,
+        'map_swaps': totals.map_swaps, 'frames_dropped_at_map_swap': totals.dropped_at_swap,
         'input_rate_hz': f'{rates[0]:.2f}', 'output_rate_hz': f'{rates[1]:.2f}',
         'last_place_id': totals.last_place, 'last_confidence': f'{totals.last_confidence:.3f}',
         'max_total_ms_since_start': f'{totals.max_total_ms:.1f}',
@@ -125,6 +133,7 @@ def diagnostics_array(*, name: str, state: str, last_error: str, totals: Stats,
     if localizer is not None:
         values.update({
             'map': str(localizer.database.path),
+            'map_id': map_id,
             'map_places': localizer.database.num_places,
             'device': str(localizer.model.device),
             'calibrated': str(localizer.calibrated).lower(),

@@ -119,9 +119,9 @@ SPECS: tuple[ParameterSpec, ...] = (
                   'Publish match_image (query beside the matched map image).'),
     ParameterSpec('map_frame_id', 'map_frame_id', 'map',
                   "Frame id of the map's local ENU frame (pose and markers).", True),
-    ParameterSpec('publish_markers_every_n', 'publish_markers_every_n', 100,
-                  'Republish all map places with the markers every N processed frames (0: only '
-                  'at startup).', integer_range=(0, 1_000_000)),
+    ParameterSpec('use_odometry', 'use_odometry', False,
+                  "Subscribe to `odom` (nav_msgs/Odometry) for the sequence filter's motion step",
+                  True),
     ParameterSpec('diagnostics_period_s', 'diagnostics_period_s', 1.0,
                   'Period of /diagnostics messages, seconds.', True, float_range=(0.1, 60.0)),
 )
@@ -158,7 +158,7 @@ class NodeParameters:
     localizer: LocalizerConfig = LOCALIZER  # retrieval, decision and filter settings
     visualization: bool = True
     map_frame_id: str = 'map'
-    publish_markers_every_n: int = 100
+    use_odometry: bool = False
     diagnostics_period_s: float = 1.0
 
     @property
@@ -184,8 +184,6 @@ class NodeParameters:
             raise ConfigError(f'num_local={self.num_local} must be >= 0 (0 = default)')
         if not self.map_frame_id:
             raise ConfigError('map_frame_id must not be empty')
-        if self.publish_markers_every_n < 0:
-            raise ConfigError('publish_markers_every_n must be >= 0')
         if self.diagnostics_period_s <= 0:
             raise ConfigError('diagnostics_period_s must be > 0')
         self.input_hw  # noqa: B018 - parses, raising ConfigError

@@ -16,9 +16,12 @@ import os
 import sys
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+
+from r2former_ros.ros.stopping import spin_until, stop_on_signals
 
 ECHO_OUT_DEPTH = 10
 
@@ -45,15 +48,21 @@ def main(argv: list[str] | None = None) -> int:
     module_name, _, class_name = args.type.partition(':')
     msg_type = getattr(importlib.import_module(module_name), class_name)
 
-    rclpy.init()
+    # Stopped like the localization node: executor, node, context (see r2former_ros/ros/
+    # stopping.py; rclpy's own SIGINT handling can fail the exit with a wait-set error).
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = EchoNode(msg_type, args.in_topic, args.out_topic)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    with stop_on_signals() as stop:
+        try:
+            spin_until(executor, stop, node.context)
+        except ExternalShutdownException:
+            pass
+        finally:
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown()
     return 0
 
 

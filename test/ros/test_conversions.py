@@ -68,12 +68,14 @@ def test_result_fix_pose_and_markers(ros_messages: ModuleType, r2former_msgs: Mo
     result = _result()
     msg = ros_messages.to_place_recognition(r2former_msgs.PlaceRecognition, result,
                                             header=_header(), map_frame_id='map',
-                                            backbone='r2former', decode_ms=1.0, total_ms=11.0)
+                                            backbone='r2former', decode_ms=1.0, total_ms=11.0,
+                                            map_id='6d0c2a4e-9b1f-4c8e-a3d5-2f7b8e91c4a6@00ff')
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (12, 34, 'cam')
     assert msg.matched and msg.place_id == 4 and len(msg.candidates) == 3
     assert msg.candidates[2].place_id == 6 and msg.candidates[2].position.x == 20.0
     assert msg.extract_ms == 5.0 and msg.total_ms == 11.0 and msg.heading == 1.0
     assert msg.calibrated  # carried over (test_node sees False from an uncalibrated map)
+    assert msg.map_id == '6d0c2a4e-9b1f-4c8e-a3d5-2f7b8e91c4a6@00ff' and msg.backbone == 'r2former'
 
     fix = ros_messages.to_navsat_fix(result, header=_header(), threshold_m=10.0)
     assert fix.latitude == 35.0 and fix.header.frame_id == 'cam'
@@ -100,6 +102,24 @@ def test_result_fix_pose_and_markers(ros_messages: ModuleType, r2former_msgs: Mo
     assert best.pose.position.x == 0.0 and best.color.g == pytest.approx(1.0)
     image = ros_messages.to_image(np.zeros((2, 3, 3), np.uint8), header=_header())
     assert image.encoding == 'rgb8' and image.step == 9 and len(image.data) == 18
+
+
+@pytest.mark.parametrize(('count', 'cap', 'sent', 'stride'), [
+    (12, 250_000, 12, 1), (10, 4, 4, 3), (1_000_000, 250_000, 250_000, 4)])
+def test_the_places_cloud_is_one_flat_array_of_at_most_the_cap(
+        ros_messages: ModuleType, count: int, cap: int, sent: int, stride: int) -> None:
+    east = np.arange(count) * 2.5
+    north, up = -east, np.full(count, 0.25)
+    cloud = ros_messages.places_cloud(_header(0, 'map'), east, north, up, max_points=cap)
+    points = np.frombuffer(bytes(cloud.data), ros_messages.PLACE_POINT_DTYPE)
+    assert (cloud.width, cloud.height, points.size) == (sent, 1, sent)
+    assert cloud.point_step == 16 and cloud.row_step == 16 * sent and len(cloud.data) == 16 * sent
+    assert [(f.name, f.offset) for f in cloud.fields] == [('x', 0), ('y', 4), ('z', 8),
+                                                          ('place_id', 12)]
+    ids = np.arange(0, count, stride)
+    assert np.array_equal(points['place_id'], ids)  # every stride-th place, in id order
+    assert points['x'] == pytest.approx(east[ids]) and points['y'] == pytest.approx(north[ids])
+    assert cloud.header.frame_id == 'map'
 
 
 def test_parameters_validate_like_the_core(ros_messages: ModuleType) -> None:

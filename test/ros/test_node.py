@@ -19,6 +19,7 @@ from node_helpers import (
     send_and_wait,
     start_localizer,
 )
+import numpy as np
 import pytest
 from ros_testing import Probe, RosEnv, wait_until
 
@@ -65,11 +66,12 @@ def test_node_localizes_map_images_and_survives_garbage(
         ros_env: RosEnv) -> None:
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
-    from sensor_msgs.msg import CompressedImage, Image, NavSatFix
+    from sensor_msgs.msg import CompressedImage, Image, NavSatFix, PointCloud2
     from visualization_msgs.msg import MarkerArray
 
     from r2former_ros.core.io.images import rgb_to_compressed
     from r2former_ros.core.mapdb import MapDatabase
+    from r2former_ros.ros.conversions import PLACE_POINT_DTYPE
 
     map_path, world = route_map
     database = MapDatabase.open(map_path)
@@ -77,14 +79,14 @@ def test_node_localizes_map_images_and_survives_garbage(
     fixes = probe.collect(NavSatFix, 'fix')
     poses = probe.collect(PoseWithCovarianceStamped, 'pose')
     markers = probe.collect(MarkerArray, 'place_markers', latched_qos())
+    map_places = probe.collect(PointCloud2, 'map_places', latched_qos())
     match_images = probe.collect(Image, 'match_image')
     diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
     raw_pub = probe.publisher(Image, 'image')
     compressed_pub = probe.publisher(CompressedImage, 'image/compressed')
     # Random weights: the reranker may reorder an exact map image; global retrieval may not.
     node = start_localizer(start_node, ros_env, map_path, 'rerank.top_n:=0',
-                           'image_transport:=both', 'confidence_threshold:=0.5',
-                           'publish_markers_every_n:=2')
+                           'image_transport:=both', 'confidence_threshold:=0.5')
     assert probe.wait_for_subscribers('image', 1, STARTUP_TIMEOUT), node.output()
     assert probe.wait_for_subscribers('image/compressed', 1, STARTUP_TIMEOUT), node.output()
 
@@ -99,6 +101,7 @@ def test_node_localizes_map_images_and_survives_garbage(
         assert result.candidates[0].place_id == place and len(result.candidates) == 10
         assert result.header.frame_id == 'camera' and result.map_frame_id == 'map'
         assert not result.calibrated  # the route map holds no calibration: a raw score
+        assert result.map_id == database.map_id and result.backbone == 'r2former'
         assert math.isclose(result.latitude, world.map_latlon[place][0], abs_tol=1e-12)
         stamp = msg.header.stamp.sec
         assert probe.spin_until(lambda s=stamp: any(f.header.stamp.sec == s for f in fixes)
@@ -140,16 +143,23 @@ def test_node_localizes_map_images_and_survives_garbage(
     for stage in ('decode', 'extract', 'retrieve', 'rerank', 'total'):
         assert f'{stage}_ms_mean' in values
     assert {'input_rate_hz', 'output_rate_hz', 'frames_dropped'} <= set(values)
+    assert values['map_id'] == database.map_id
     assert 'skipping bad image' in node.output()
 
     assert probe.spin_until(lambda: len(match_images) > 0, 10.0)
     picture = match_images[-1]
     assert picture.encoding == 'rgb8' and picture.width > picture.height > 0
-    assert probe.spin_until(lambda: any(m.ns == 'places' for a in markers for m in a.markers))
-    places = next(m for a in markers for m in a.markers if m.ns == 'places')
-    assert len(places.points) == 12 and places.header.frame_id == 'map'
+    # All places once, on their own latched topic; per frame only the candidates and the best.
+    assert probe.spin_until(lambda: len(map_places) > 0)
+    assert len(map_places) == 1  # not re-sent while the map stays
+    cloud = map_places[0]
+    points = np.frombuffer(bytes(cloud.data), PLACE_POINT_DTYPE)
+    assert cloud.header.frame_id == 'map' and cloud.width == 12 == points.size
+    assert points['place_id'].tolist() == list(range(12))
+    assert points['x'] == pytest.approx(database.places['east'], abs=1e-3)
     assert any(m.ns == 'candidates' and m.action == m.ADD for a in markers for m in a.markers)
     assert any(m.ns == 'best' for a in markers for m in a.markers)
+    assert all(len(a.markers) == 10 + 2 for a in markers)  # result.top_k + best + label
     node.assert_stops_cleanly()
 
 
