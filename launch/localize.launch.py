@@ -5,9 +5,19 @@ Example::
 
     ros2 launch r2former_ros localize.launch.py map:=/data/maps/campus image_topic:=/cam/image_raw
 
-map, checkpoint, device and backbone override the parameters file only when given (non-empty).
-The node is a lifecycle node: autostart:=true (default) configures and activates it at start,
-autostart:=false leaves it unconfigured for a lifecycle manager (e.g. nav2_lifecycle_manager).
+map, checkpoint, device, backbone and image_transport override the parameters file only when
+given (non-empty). The node is a lifecycle node: autostart:=true (default) configures and
+activates it at start, autostart:=false leaves it unconfigured for a lifecycle manager (e.g.
+nav2_lifecycle_manager).
+
+Camera streams: image_transport:=raw takes sensor_msgs/Image on image_topic; compressed takes
+sensor_msgs/CompressedImage on <image_topic>/compressed (what image_transport's compressed
+plugin and most camera drivers publish; needs nothing on the camera side); both takes either.
+odom_topic:=/odom remaps the node's 'odom' input there and sets use_odometry.
+
+rviz:=auto (default) starts rviz2 only when it is installed and a display is there ($DISPLAY or
+$WAYLAND_DISPLAY), and otherwise says in one line why not, so a headless robot needs no flag;
+rviz:=true always starts it, rviz:=false never.
 
 Raw camera images need a larger Fast DDS shared-memory segment than the default: the launch file
 points the Fast DDS profile variable of this ROS_DISTRO (FASTRTPS_DEFAULT_PROFILES_FILE up to
@@ -16,10 +26,11 @@ Jazzy, FASTDDS_DEFAULT_PROFILES_FILE from Kilted; both when ROS_DISTRO is unset)
 in the environment (your own DDS configuration wins) or dds_profile:=none.
 """
 
+from collections.abc import Callable, Mapping
 import os
+import shutil
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -29,12 +40,19 @@ from launch import Action, LaunchContext, LaunchDescription
 PACKAGE = 'r2former_ros'
 RVIZ_CONFIG = 'localize.rviz'
 DDS_PROFILE_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
+TRANSPORTS = ('raw', 'compressed', 'both')
+DISPLAY_VARIABLES = ('DISPLAY', 'WAYLAND_DISPLAY')
 
 # (name, default, description) of every launch argument.
 ARGUMENTS = [
     ('map', '', 'Map directory written by build_map (overrides the parameters file).'),
     ('checkpoint', '', 'R2Former checkpoint file; empty: the one recorded in the map.'),
     ('image_topic', '/camera/image_raw', 'Camera image topic the node subscribes to.'),
+    ('image_transport', '',
+     'raw: Image on image_topic; compressed: CompressedImage on <image_topic>/compressed; both; '
+     'empty: the parameters file (default raw).'),
+    ('odom_topic', '',
+     "nav_msgs/Odometry topic for the sequence filter's motion step; empty: none."),
     (
         'params_file',
         PathJoinSubstitution([FindPackageShare(PACKAGE), 'config', 'localize.yaml']),
@@ -51,7 +69,9 @@ ARGUMENTS = [
         'Fast DDS profile for raw camera images, applied unless FASTRTPS_DEFAULT_PROFILES_FILE or '
         "FASTDDS_DEFAULT_PROFILES_FILE is set; 'none' to leave DDS alone.",
     ),
-    ('rviz', 'true', 'Start rviz2 with the r2former_ros view (true|false).'),
+    ('rviz', 'auto',
+     'Start rviz2 with the r2former_ros view: auto (when rviz2 is installed and a display is '
+     'there), true or false.'),
     ('use_sim_time', 'false', 'Use /clock, e.g. when playing a bag (true|false).'),
     ('namespace', '', 'Namespace of the node, its topics and rviz2.'),
 ]
@@ -65,6 +85,45 @@ def _is_true(text: str) -> bool:
     if value not in ('true', 'false', '1', '0'):
         raise ValueError(f"expected true or false, got '{text}'")
     return value in ('true', '1')
+
+
+def _rviz_installed() -> bool:
+    if shutil.which('rviz2'):
+        return True
+    try:
+        from ament_index_python.packages import (  # noqa: PLC0415 - ROS installs only
+            PackageNotFoundError,
+            get_package_prefix,
+        )
+    except ImportError:
+        return False
+    try:
+        get_package_prefix('rviz2')
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def rviz_decision(value: str, environment: Mapping[str, str],
+                  installed: Callable[[], bool] = _rviz_installed) -> tuple[bool, str]:
+    """Decide whether to start rviz2 for rviz:=auto|true|false; for auto, say why not."""
+    choice = value.strip().lower()
+    if choice != 'auto':
+        return _is_true(choice), ''
+    if not installed():
+        return False, 'rviz:=auto: rviz2 is not installed, not starting it'
+    if not any(environment.get(name) for name in DISPLAY_VARIABLES):
+        return False, ('rviz:=auto: no display ($DISPLAY / $WAYLAND_DISPLAY), not starting '
+                       'rviz2; rviz:=true forces it')
+    return True, ''
+
+
+def _transport(text: str) -> str:
+    value = text.strip().lower()
+    if value and value not in TRANSPORTS:
+        raise ValueError(f"image_transport must be one of {', '.join(TRANSPORTS)} (or empty), "
+                         f"got '{text}'")
+    return value
 
 
 def _dds_environment(profile: str, environment: dict[str, str]) -> list[Action]:
@@ -92,6 +151,14 @@ def _nodes(context: LaunchContext) -> list[Action]:
         'autostart': _is_true(arg('autostart')),
     }
     overrides.update({name: arg(name) for name in OPTIONAL_OVERRIDES if arg(name)})
+    transport = _transport(arg('image_transport'))
+    if transport:
+        overrides['image_transport'] = transport
+    remappings = [('image', arg('image_topic'))]
+    odom_topic = arg('odom_topic').strip()
+    if odom_topic:
+        remappings.append(('odom', odom_topic))
+        overrides['use_odometry'] = True
     namespace = arg('namespace')
 
     localization = Node(
@@ -100,21 +167,27 @@ def _nodes(context: LaunchContext) -> list[Action]:
         name='localization_node',
         namespace=namespace,
         parameters=[arg('params_file'), overrides],
-        remappings=[('image', arg('image_topic'))],
+        remappings=remappings,
         output='screen',
         emulate_tty=True,
     )
-    rviz = Node(
-        package='rviz2',
-        executable='rviz2',
-        name='rviz2',
-        namespace=namespace,
-        arguments=['-d', PathJoinSubstitution([FindPackageShare(PACKAGE), 'rviz', RVIZ_CONFIG])],
-        parameters=[{'use_sim_time': use_sim_time}],
-        condition=IfCondition(LaunchConfiguration('rviz')),
-        output='log',
-    )
-    return [*_dds_environment(arg('dds_profile'), context.environment), localization, rviz]
+    actions: list[Action] = [*_dds_environment(arg('dds_profile'), context.environment),
+                             localization]
+    start_rviz, why_not = rviz_decision(arg('rviz'), context.environment)
+    if start_rviz:
+        actions.append(Node(
+            package='rviz2',
+            executable='rviz2',
+            name='rviz2',
+            namespace=namespace,
+            arguments=['-d', PathJoinSubstitution([FindPackageShare(PACKAGE), 'rviz',
+                                                   RVIZ_CONFIG])],
+            parameters=[{'use_sim_time': use_sim_time}],
+            output='log',
+        ))
+    elif why_not:
+        actions.append(LogInfo(msg=why_not))
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:

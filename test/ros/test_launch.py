@@ -1,8 +1,10 @@
 """
-launch_testing, for real: localize.launch.py brings the node up unconfigured (autostart:=false),
-``ros2 lifecycle`` configures and activates it, a published image gets a result, ``ros2 service
-call`` swaps the map (a bad map is refused and the old one keeps serving, then a good one), and
-SIGINT at the end stops everything with exit code 0.
+launch_testing, for real: localize.launch.py brings the node up unconfigured (autostart:=false)
+on a compressed camera stream (image_transport:=compressed, odom_topic:=), ``ros2 lifecycle``
+configures and activates it, a published JPEG gets a result, ``ros2 service call`` swaps the map
+(a bad map is refused and the old one keeps serving; a 50k-place map is swapped in while frames
+stream at 30 Hz and every one of them is still received; then a small one), and SIGINT at the
+end stops everything with exit code 0.
 
 Needs launch_testing and the ``ros2`` command (a ROS 2 install, or the ros2_tooling bundle that
 .ci/setup.sh installs beside the PyPI wheels) and the package's cmake or colcon install
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -55,6 +58,8 @@ NODE = '/localization_node'
 # for 'active'.
 LIFECYCLE_STATE = r'(?m)^{} \['
 WORKDIR = Path(tempfile.mkdtemp(prefix='r2former_launch_test_'))
+BIG_MAP_PLACES = 50_000
+STREAM_HZ = 30.0
 STATE: dict = {}
 
 
@@ -84,13 +89,14 @@ def ros2(*args: str, timeout: float = 120.0) -> str:
 @pytest.mark.slow  # a launch, lifecycle and service round trip: about 40 s on 2 cores
 @pytest.mark.skipif(bool(MISSING), reason=f'missing {" and ".join(MISSING)}')
 def generate_test_description():
-    from map_factory import write_route_map
+    from map_factory import write_route_map, write_synthetic_map
     from model_factory import small_place_model
 
     model = small_place_model()
     route, world = write_route_map(WORKDIR / 'route', model)
     six, _ = write_route_map(WORKDIR / 'six', model, num_places=6)
-    STATE.update(world=world, route=route, six=six)
+    big = write_synthetic_map(WORKDIR / 'big', model.identity(), BIG_MAP_PLACES)
+    STATE.update(world=world, route=route, six=six, big=big)
     # A parameters file of our own (random weights: only global retrieval finds an exact map
     # image again), given with params_file:=; the launch arguments override its map.
     params_file = WORKDIR / 'params.yaml'
@@ -109,7 +115,8 @@ def generate_test_description():
         PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
         launch_arguments={
             'map': str(route), 'device': 'cpu', 'rviz': 'false', 'autostart': 'false',
-            'image_topic': '/test/image', 'params_file': str(params_file),
+            'image_topic': '/test/image', 'image_transport': 'compressed',
+            'odom_topic': '/test/odom', 'params_file': str(params_file),
         }.items(),
     )
     return launch.LaunchDescription([
@@ -136,9 +143,13 @@ class TestLifecycleAndMapSwap(unittest.TestCase):
             ros2('daemon', 'stop')
 
     def _run(self, node, proc_output):
-        from node_helpers import image_msg
+        from diagnostic_msgs.msg import DiagnosticArray
+        from node_helpers import compressed_msg
         from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CompressedImage
+
+        from r2former_ros.core.io.images import rgb_to_compressed
+        from r2former_ros.core.mapdb import MapDatabase
 
         PlaceRecognition = enable_generated_messages(SITE).PlaceRecognition  # noqa: N806
 
@@ -147,7 +158,7 @@ class TestLifecycleAndMapSwap(unittest.TestCase):
             rclpy_spin(node, 0.2)
         self.assertIn('localization_node', node.get_node_names())
         self.assertRegex(ros2('lifecycle', 'get', NODE), LIFECYCLE_STATE.format('unconfigured'))
-        self.assertEqual(node.count_subscribers('/test/image'), 0)
+        self.assertEqual(node.count_subscribers('/test/image/compressed'), 0)
         self.assertIn('Transitioning successful', ros2('lifecycle', 'set', NODE, 'configure'))
         self.assertRegex(ros2('lifecycle', 'get', NODE), LIFECYCLE_STATE.format('inactive'))
         self.assertIn('Transitioning successful', ros2('lifecycle', 'set', NODE, 'activate'))
@@ -159,14 +170,24 @@ class TestLifecycleAndMapSwap(unittest.TestCase):
                          re.compile(r'^Integer value is: 0$', re.MULTILINE))
         self.assertRegex(ros2('param', 'get', NODE, 'retrieval.top_k'),  # the default
                          re.compile(r'^Integer value is: 100$', re.MULTILINE))
+        # image_transport:= and odom_topic:= (which sets use_odometry)
+        self.assertRegex(ros2('param', 'get', NODE, 'image_transport'),
+                         re.compile(r'^String value is: compressed$', re.MULTILINE))
+        self.assertRegex(ros2('param', 'get', NODE, 'use_odometry'),
+                         re.compile(r'^Boolean value is: True$', re.MULTILINE))
+        self.assertEqual(node.count_subscribers('/test/image'), 0)  # compressed only
 
-        results = []
+        results, diagnostics = [], []
         node.create_subscription(PlaceRecognition, '/place_recognition', results.append, 10)
-        publisher = node.create_publisher(Image, '/test/image', qos_profile_sensor_data)
+        node.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
+        publisher = node.create_publisher(CompressedImage, '/test/image/compressed',
+                                          qos_profile_sensor_data)
         world = STATE['world']
+        ids = {name: MapDatabase.open(STATE[name]).map_id for name in ('route', 'big', 'six')}
+        jpegs = [rgb_to_compressed(image, quality=90) for image in world.map_images]
 
-        def localize(place: int, stamp: int) -> int:
-            msg = image_msg(world.map_images[place], stamp, 'bgr8')
+        def localize(place: int, stamp: int):
+            msg = compressed_msg(jpegs[place], stamp)
             for _ in range(5):
                 publisher.publish(msg)
                 end = time.monotonic() + 6.0
@@ -174,21 +195,59 @@ class TestLifecycleAndMapSwap(unittest.TestCase):
                     rclpy_spin(node, 0.1)
                     got = [r for r in results if r.header.stamp.sec == stamp]
                     if got:
-                        print(f'image of place {place} ({msg.width}x{msg.height} bgr8) -> '
-                              f'place_id {got[0].place_id}, confidence {got[0].confidence:.3f}, '
-                              f'calibrated {got[0].calibrated}', flush=True)
-                        return got[0].place_id
+                        print(f'JPEG of place {place} ({len(jpegs[place])} bytes) -> place_id '
+                              f'{got[0].place_id}, confidence {got[0].confidence:.3f}, map '
+                              f'{got[0].map_id}', flush=True)
+                        return got[0]
             self.fail(f'no result for stamp {stamp}')
 
-        self.assertEqual(localize(9, 1), 9)
+        def frames_in() -> int:
+            end = time.monotonic() + 1.5  # settled: a diagnostics message after the last frame
+            while time.monotonic() < end:
+                rclpy_spin(node, 0.1)
+            (status,) = diagnostics[-1].status
+            return int(next(kv.value for kv in status.values if kv.key == 'frames_in'))
+
+        first = localize(9, 1)
+        self.assertEqual((first.place_id, first.map_id), (9, ids['route']))
         bad = ros2('service', 'call', f'{NODE}/load_map', 'r2former_ros/srv/LoadMap',
                    f"{{map: '{WORKDIR / 'no_such_map'}'}}")
         self.assertIn('success=False', bad)
-        self.assertEqual(localize(9, 2), 9)  # the old map keeps serving
+        self.assertEqual(localize(9, 2).place_id, 9)  # the old map keeps serving
+
+        # A big map swapped in while the camera streams: reception never pauses.
+        before = frames_in()
+        sent = []
+        stop = threading.Event()
+
+        def stream() -> None:
+            start = time.monotonic()
+            while not stop.is_set():
+                publisher.publish(compressed_msg(jpegs[len(sent) % 12], 1000 + len(sent)))
+                sent.append(time.monotonic())
+                time.sleep(max(0.0, start + len(sent) / STREAM_HZ - time.monotonic()))
+
+        streamer = threading.Thread(target=stream)
+        streamer.start()
+        try:
+            swapped = ros2('service', 'call', f'{NODE}/load_map', 'r2former_ros/srv/LoadMap',
+                           f"{{map: '{STATE['big']}'}}")
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            streamer.join()
+        self.assertIn('success=True', swapped)
+        counted = frames_in() - before
+        print(f'swap to {BIG_MAP_PLACES} places while streaming JPEGs at {STREAM_HZ:.0f} Hz: '
+              f'sent {len(sent)}, counted {counted}', flush=True)
+        self.assertGreaterEqual(counted, len(sent) * 95 // 100)
+        self.assertEqual(localize(3, 3).map_id, ids['big'])
         good = ros2('service', 'call', f'{NODE}/load_map', 'r2former_ros/srv/LoadMap',
                     f"{{map: '{STATE['six']}'}}")
         self.assertIn('success=True', good)
-        self.assertLess(localize(11, 3), 6)  # the new map has places 0-5 only
+        last = localize(11, 4)
+        self.assertLess(last.place_id, 6)  # the new map has places 0-5 only
+        self.assertEqual(last.map_id, ids['six'])
         proc_output.assertWaitFor('now querying map', timeout=10)  # the node logs to stderr
 
 

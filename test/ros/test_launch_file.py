@@ -7,13 +7,14 @@ from pathlib import Path
 import re
 import xml.etree.ElementTree as ElementTree
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / 'launch' / 'localize.launch.py'
 EXPECTED_ARGUMENTS = {
     'map', 'checkpoint', 'image_topic', 'params_file', 'device', 'rviz', 'use_sim_time',
-    'namespace', 'backbone', 'autostart', 'dds_profile',
+    'namespace', 'backbone', 'autostart', 'dds_profile', 'image_transport', 'odom_topic',
 }
 
 
@@ -89,13 +90,53 @@ def test_parameters_file_names_every_parameter() -> None:
 def test_rviz_config_shows_markers_match_image_and_pose() -> None:
     config = yaml.safe_load((ROOT / 'rviz' / 'localize.rviz').read_text())
     manager = config['Visualization Manager']
-    displays = {d['Class']: d['Topic']['Value'] for d in manager['Displays'] if 'Topic' in d}
+    displays = {(d['Class'], d['Topic']['Value']): d['Topic']['Durability Policy']
+                for d in manager['Displays'] if 'Topic' in d}
     assert displays == {
-        'rviz_default_plugins/MarkerArray': 'place_markers',
-        'rviz_default_plugins/Image': 'match_image',
-        'rviz_default_plugins/PoseWithCovariance': 'pose',
+        # the map's places come once per map, latched: rviz started late must still get them
+        ('rviz_default_plugins/PointCloud2', 'map_places'): 'Transient Local',
+        ('rviz_default_plugins/MarkerArray', 'place_markers'): 'Volatile',
+        ('rviz_default_plugins/Image', 'match_image'): 'Volatile',
+        ('rviz_default_plugins/PoseWithCovariance', 'pose'): 'Volatile',
     }
     assert manager['Global Options']['Fixed Frame'] == 'map'
+
+
+def _launch_module():
+    import importlib.util
+
+    pytest.importorskip('launch_ros')  # the launch file imports launch and launch_ros
+    spec = importlib.util.spec_from_file_location('localize_launch', LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(('value', 'installed', 'environment', 'starts', 'says'), [
+    ('auto', True, {'DISPLAY': ':0'}, True, ''),
+    ('auto', True, {'WAYLAND_DISPLAY': 'wayland-0'}, True, ''),
+    ('auto', True, {'DISPLAY': ''}, False, 'no display'),  # a headless robot
+    ('auto', False, {'DISPLAY': ':0'}, False, 'rviz2 is not installed'),
+    ('true', False, {}, True, ''),  # forced: the user asked for it
+    ('false', True, {'DISPLAY': ':0'}, False, ''),
+])
+def test_rviz_auto_starts_rviz_only_where_it_can_run(value, installed, environment, starts,
+                                                    says) -> None:
+    decide = _launch_module().rviz_decision
+    started, message = decide(value, environment, installed=lambda: installed)
+    assert started is starts
+    assert says in message and bool(message) == bool(says)
+
+
+def test_rviz_auto_is_the_default_and_bad_values_are_refused() -> None:
+    module = _launch_module()
+    defaults = {name: default for name, default, _ in module.ARGUMENTS}
+    assert defaults['rviz'] == 'auto' and defaults['image_transport'] == ''
+    assert defaults['odom_topic'] == ''
+    with pytest.raises(ValueError, match='expected true or false'):
+        module.rviz_decision('maybe', {})
+    with pytest.raises(ValueError, match='image_transport must be one of'):
+        module._transport('theora')
 
 
 def test_package_xml_declares_an_interface_package() -> None:
