@@ -1,18 +1,19 @@
 """
-Shared pieces of the node benchmarks (camera_delivery.py, soak_node.py).
+Shared pieces of the node benchmarks (camera_delivery.py, soak_node.py, swap_gap.py).
 
-A test map, the node started with ``ros2 launch``, a camera process publishing raw frames, and a
-probe.
+A test map, the node started with ``ros2 launch`` (or directly, recording when each image
+arrived), a camera process publishing raw or JPEG frames, and a probe.
 
 Run the benchmarks in a shell where the r2former_ros workspace is sourced (``ros2`` on PATH,
-``r2former_ros.msg`` importable), e.g. after ``. _ci/ros_env.sh`` (CI set-up) or in a sourced
-colcon workspace.
+``r2former_ros.msg`` importable), e.g. after ``. _ci/ros_env.sh`` (CI set-up: its
+``R2FORMER_ROS_SITE`` is put first on PYTHONPATH here) or in a sourced colcon workspace.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 import contextlib
+import json
 import os
 from pathlib import Path
 import signal
@@ -39,6 +40,9 @@ def write_test_map(directory: Path) -> Path:
 def ros_environment(domain_id: int, dds_profile: Path | None, workdir: Path) -> dict[str, str]:
     """Environment of one process: a private domain on this host, the DDS profile or none."""
     env = dict(os.environ)
+    site = os.environ.get('R2FORMER_ROS_SITE')
+    if site and site not in env.get('PYTHONPATH', '').split(os.pathsep):
+        env['PYTHONPATH'] = os.pathsep.join(filter(None, [site, env.get('PYTHONPATH')]))
     for name in (*DDS_VARIABLES, 'ROS_LOCALHOST_ONLY', '_ROS_WHEELS_BOOTSTRAP_COMPLETE'):
         env.pop(name, None)
     env.update({'ROS_DOMAIN_ID': str(domain_id), 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
@@ -89,49 +93,132 @@ class Launched:
 
 
 def start_camera(width: int, height: int, frames: int, rate_hz: float, env: dict[str, str],
-                 log: Path) -> subprocess.Popen:
+                 log: Path, transport: str = 'raw', times_file: Path | None = None
+                 ) -> subprocess.Popen:
     """Start a camera-like publisher in its own process (see :func:`camera_main`)."""
+    extra = [str(times_file)] if times_file is not None else []
     return subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), 'camera', str(width), str(height),
-         str(frames), str(rate_hz)], env=env, stdout=open(log, 'wb'),  # noqa: SIM115
+         str(frames), str(rate_hz), transport, *extra], env=env,
+        stdout=open(log, 'wb'),  # noqa: SIM115
         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def camera_main(width: int, height: int, frames: int, rate_hz: float) -> int:
-    """Publish ``frames`` bgr8 images at ``rate_hz`` on /camera/image_raw, sensor-data QoS."""
+def camera_pictures(width: int, height: int, transport: str, count: int = 4) -> list[bytes]:
+    """
+    Return ``count`` frames as the camera sends them (raw bgr8 bytes or JPEG files).
+
+    Raw: noise. JPEG (quality 85): a corridor image upscaled to full size with sensor-like noise
+    (sigma 8), about the size a real 1080p camera's JPEG has (380 KB; the noise-free upscale
+    would be an unrealistic 100 KB).
+    """
+    import numpy as np  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    if transport == 'raw':
+        return [rng.integers(0, 256, (height, width, 3), np.uint8).tobytes()
+                for _ in range(count)]
+    import cv2  # noqa: PLC0415
+
+    folder = ROOT / 'r2former_ros' / 'data' / 'demo' / 'corridor' / 'query'
+    pictures = []
+    for name in sorted(p.name for p in folder.glob('*.jpg'))[:count]:
+        small = cv2.imread(str(folder / name), cv2.IMREAD_COLOR)
+        large = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+        noisy = np.clip(large + rng.normal(0.0, 8.0, large.shape), 0, 255).astype(np.uint8)
+        ok, encoded = cv2.imencode('.jpg', noisy, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        assert ok
+        pictures.append(encoded.tobytes())
+    return pictures
+
+
+def camera_main(width: int, height: int, frames: int, rate_hz: float, transport: str = 'raw',
+                times_file: str | None = None) -> int:
+    """
+    Publish ``frames`` images at ``rate_hz``, sensor-data QoS, as a camera driver does.
+
+    ``raw``: bgr8 sensor_msgs/Image on /camera/image_raw; ``compressed``: JPEG
+    sensor_msgs/CompressedImage on /camera/image_raw/compressed. With ``times_file`` the
+    publish times (time.monotonic, which all processes share) are written there as JSON.
+    """
     import array  # noqa: PLC0415
 
-    import numpy as np  # noqa: PLC0415
     import rclpy  # noqa: PLC0415
     from rclpy.qos import qos_profile_sensor_data  # noqa: PLC0415
-    from sensor_msgs.msg import Image  # noqa: PLC0415
+    from sensor_msgs.msg import CompressedImage, Image  # noqa: PLC0415
 
     rclpy.init()
     node = rclpy.create_node('bench_camera')
-    publisher = node.create_publisher(Image, '/camera/image_raw', qos_profile_sensor_data)
+    msg: Any
+    if transport == 'compressed':
+        topic, msg = '/camera/image_raw/compressed', CompressedImage(format='jpeg')
+    else:
+        topic, msg = '/camera/image_raw', Image(height=height, width=width, encoding='bgr8',
+                                                step=width * 3)
+    publisher = node.create_publisher(type(msg), topic, qos_profile_sensor_data)
     deadline = time.monotonic() + 120.0
     while publisher.get_subscription_count() < 1 and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.1)
     time.sleep(1.0)  # let the match settle on both sides
-    rng = np.random.default_rng(0)
-    pictures = [array.array('B', rng.integers(0, 256, (height, width, 3), np.uint8).tobytes())
-                for _ in range(4)]
-    msg = Image(height=height, width=width, encoding='bgr8', step=width * 3)
+    pictures = [array.array('B', data) for data in camera_pictures(width, height, transport)]
     msg.header.frame_id = 'camera'
+    times = []
     start = time.monotonic()
     for index in range(frames):
         msg.header.stamp = node.get_clock().now().to_msg()
         msg.data = pictures[index % len(pictures)]
+        times.append(time.monotonic())
         publisher.publish(msg)
         pause = start + (index + 1) / rate_hz - time.monotonic()
         if pause > 0:
             time.sleep(pause)
     elapsed = time.monotonic() - start
-    print(f'published {frames} frames of {width}x{height} in {elapsed:.1f} s', flush=True)
+    print(f'published {frames} {transport} frames of {width}x{height} in {elapsed:.1f} s',
+          flush=True)
+    if times_file:
+        Path(times_file).write_text(json.dumps(times))
     time.sleep(2.0)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
+
+
+def start_recording_node(parameters: list[str], env: dict[str, str], record: Path,
+                         log: Path) -> subprocess.Popen:
+    """
+    Start the localization node directly (no launch), recording when each image arrived.
+
+    Works with any version of the node (the one on PYTHONPATH): it wraps the node's image
+    callback, and writes ``[[time.monotonic(), stamp_sec, stamp_nanosec], ...]`` to ``record``
+    when the node stops (SIGINT).
+    """
+    ros_args = [item for parameter in parameters for item in ('-p', parameter)]
+    ros_args += ['-r', 'image:=/camera/image_raw']  # where start_camera publishes
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), 'node', str(record), '--ros-args',
+         *ros_args], env=env, stdout=open(log, 'wb'),  # noqa: SIM115
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def recording_node_main(record: str, ros_args: list[str]) -> None:
+    """Run the node's ``main`` with its image callback wrapped to note each arrival."""
+    from r2former_ros.ros import localization_node as module  # noqa: PLC0415
+
+    arrivals: list[tuple[float, int, int]] = []
+    original = module.LocalizationNode._on_image  # noqa: SLF001
+
+    def on_image(self: Any, msg: Any) -> None:
+        arrivals.append((time.monotonic(), msg.header.stamp.sec, msg.header.stamp.nanosec))
+        original(self, msg)
+
+    module.LocalizationNode._on_image = on_image  # type: ignore[method-assign]  # noqa: SLF001
+    code = 1
+    try:
+        code = module.main(['node', *ros_args])
+    finally:
+        Path(record).write_text(json.dumps(arrivals))
+        sys.stdout.flush()
+        os._exit(code)
 
 
 class Probe:
@@ -167,6 +254,18 @@ class Probe:
             self.executor.spin_once(timeout_sec=0.05)
         return condition()
 
+    def call(self, service_type: Any, name: str, request: Any, timeout: float) -> Any:
+        """Call a service, spinning meanwhile; the response (None on timeout)."""
+        client = self.node.create_client(service_type, name)
+        try:
+            if not self.spin_until(client.service_is_ready, 30.0):
+                return None
+            future = client.call_async(request)
+            self.spin_until(future.done, timeout)
+            return future.result() if future.done() else None
+        finally:
+            self.node.destroy_client(client)
+
     def count(self, key: str) -> int:
         """Return an integer diagnostics value, -1 when not reported yet."""
         return int(self.diagnostics.get(key, -1))
@@ -179,6 +278,8 @@ class Probe:
         self.context.try_shutdown()
 
 
-if __name__ == '__main__' and len(sys.argv) == 6 and sys.argv[1] == 'camera':
+if __name__ == '__main__' and len(sys.argv) in (6, 7, 8) and sys.argv[1] == 'camera':
     sys.exit(camera_main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
-                         float(sys.argv[5])))
+                         float(sys.argv[5]), *sys.argv[6:]))
+if __name__ == '__main__' and len(sys.argv) > 2 and sys.argv[1] == 'node':
+    recording_node_main(sys.argv[2], sys.argv[3:])
