@@ -7,12 +7,18 @@ initialize wait set: the given context is not valid`` instead of a clean stop (r
 and ros2/ros2cli#854 discuss it). Here a signal only sets an event; the spinning loop sees it
 within one poll, and the caller then shuts down the executor, the node and the context, in that
 order. Use with ``rclpy.init(signal_handler_options=SignalHandlerOptions.NO)``.
+
+A process that then leaves with ``os._exit`` (the node does: interpreter teardown of torch and
+the DDS libraries is slow) must finalize its context first (:func:`release_context`): only
+that deletes the DDS participant, whose Fast DDS shared-memory segment (64 MiB with the
+large-image profile) otherwise stays in /dev/shm after every run until the machine reboots.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 import contextlib
+import gc
 import signal
 import threading
 from typing import Any
@@ -37,3 +43,14 @@ def spin_until(executor: Any, stop: threading.Event, context: Any) -> None:
     """Spin ``executor`` until ``stop`` is set or ``context`` is shut down by someone else."""
     while not stop.is_set() and context.ok():
         executor.spin_once(timeout_sec=POLL_S)
+
+
+def release_context(context: Any) -> None:
+    """
+    Finalize a shut-down context now: its DDS participant and shared-memory segment go with it.
+
+    Call it after destroying the node and the executor and dropping every reference to them:
+    the collection frees their handles on the context, which is only finalized once unused.
+    """
+    gc.collect()
+    context.destroy()

@@ -21,7 +21,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 
-from r2former_ros.ros.stopping import spin_until, stop_on_signals
+from r2former_ros.ros.stopping import release_context, spin_until, stop_on_signals
 
 ECHO_OUT_DEPTH = 10
 
@@ -52,17 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     # stopping.py; rclpy's own SIGINT handling can fail the exit with a wait-set error).
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = EchoNode(msg_type, args.in_topic, args.out_topic)
+    context = node.context
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     with stop_on_signals() as stop:
         try:
-            spin_until(executor, stop, node.context)
+            spin_until(executor, stop, context)
         except ExternalShutdownException:
             pass
         finally:
             executor.shutdown()
             node.destroy_node()
             rclpy.try_shutdown()
+    del node, executor
+    release_context(context)  # before os._exit below: frees the DDS shared-memory segment
     return 0
 
 
