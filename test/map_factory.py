@@ -6,7 +6,7 @@ from pathlib import Path
 
 from route_world import RouteWorld, make_route
 
-from r2former_ros.core.geo.coords import place_position
+from r2former_ros.core.geo.coords import frame_position, place_position, wgs84_to_enu
 from r2former_ros.core.mapdb import MapWriter, PlaceRecord
 from r2former_ros.core.places.base import PlaceModel
 
@@ -30,6 +30,33 @@ def write_route_map(path: Path, model: PlaceModel,
     """The route world's first `num_places` windows as a map; returns the map and the world."""
     world = make_route(num_places=num_places)
     return write_image_map(path, model, world.map_images, world.map_latlon), world
+
+
+def write_route_map_in_frame(path: Path, model: PlaceModel, num_places: int = 12,
+                             frame: str = 'map', yaw_rad: float = 0.5,
+                             offset_xy: tuple[float, float] = (120.0, -40.0)
+                             ) -> tuple[Path, RouteWorld]:
+    """
+    The route world as a robot without GPS maps it: places from poses in ``frame`` (the route's
+    ENU metres turned by ``yaw_rad`` and moved by ``offset_xy``), no geodetic origin.
+    """
+    import math
+
+    world = make_route(num_places=num_places)
+    origin = tuple(float(v) for v in world.map_latlon[0])
+    cos_yaw, sin_yaw = math.cos(yaw_rad), math.sin(yaw_rad)
+    records = []
+    for i, (lat, lon, alt) in enumerate(world.map_latlon):
+        east, north, up = wgs84_to_enu(float(lat), float(lon), float(alt), *origin)
+        x = cos_yaw * east - sin_yaw * north + offset_xy[0]
+        y = sin_yaw * east + cos_yaw * north + offset_xy[1]
+        records.append(PlaceRecord(stamp_ns=i * 10**9, position=frame_position(x, y, up),
+                                   source_index=0, msg_index=i))
+    features = model.encode_rgb(world.map_images)
+    with MapWriter(path, model.identity(), position_frame=frame,
+                   sources=[{'kind': 'test', 'name': 'route_world_in_frame'}]) as writer:
+        writer.add(features, records, list(world.map_images))
+    return path, world
 
 
 def write_synthetic_map(path: Path, model_identity: dict, num_places: int, seed: int = 0,

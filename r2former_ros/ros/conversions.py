@@ -95,7 +95,8 @@ def fill_message(msg: Any, fields: Mapping[str, Any]) -> Any:
 
 def to_place_recognition(msg_class: type, result: LocalizationResult, *, header: Any,
                          map_frame_id: str, backbone: str, decode_ms: float = 0.0,
-                         total_ms: float | None = None, map_id: str = '') -> Any:
+                         total_ms: float | None = None, map_id: str = '',
+                         position_frame: str | None = None) -> Any:
     """
     r2former_ros/PlaceRecognition of a result.
 
@@ -108,10 +109,13 @@ def to_place_recognition(msg_class: type, result: LocalizationResult, *, header:
         decode_ms: image message -> RGB time the node measured.
         total_ms: receive-to-publish time the node measured (None: decode + localizer).
         map_id: the map the result came from (``MapDatabase.map_id``).
+        position_frame: the map's position frame (a pose-frame map's own frame wins over
+            ``map_frame_id``; see ``result_messages.output_frame``).
     """
     fields = result_messages.place_recognition_fields(
         result, stamp_ns=stamp_ns(header), frame_id=header.frame_id, map_frame_id=map_frame_id,
-        backbone=backbone, decode_ms=decode_ms, total_ms=total_ms, map_id=map_id)
+        backbone=backbone, decode_ms=decode_ms, total_ms=total_ms, map_id=map_id,
+        position_frame=position_frame)
     return fill_message(msg_class(), fields)
 
 
@@ -124,10 +128,12 @@ def to_navsat_fix(result: LocalizationResult, *, header: Any,
 
 
 def to_pose(result: LocalizationResult, *, header: Any, map_frame_id: str,
-            threshold_m: float) -> PoseWithCovarianceStamped | None:
-    """Pose of the matched place in ``map_frame_id`` (ENU); None when there is no match."""
+            threshold_m: float, position_frame: str | None = None
+            ) -> PoseWithCovarianceStamped | None:
+    """Pose of the matched place in the map's frame; None when there is no match."""
     fields = result_messages.pose_fields(result, stamp_ns=stamp_ns(header),
-                                         map_frame_id=map_frame_id, threshold_m=threshold_m)
+                                         map_frame_id=map_frame_id, threshold_m=threshold_m,
+                                         position_frame=position_frame)
     return None if fields is None else fill_message(PoseWithCovarianceStamped(), fields)
 
 

@@ -72,6 +72,8 @@ from std_srvs.srv import Trigger
 
 from r2former_ros.core.errors import ConfigError, ImageError, R2FormerError
 from r2former_ros.core.localize.localizer import Localizer
+from r2former_ros.core.localize.odometry import OdometryTrack
+from r2former_ros.core.localize.relocalize import RelocalizeGate
 from r2former_ros.core.mapdb import MapDatabase
 from r2former_ros.core.places import factory
 from r2former_ros.core.places.base import PlaceModel
@@ -79,13 +81,14 @@ from r2former_ros.core.threads import apply_threads
 from r2former_ros.ros import conversions
 from r2former_ros.ros.node_outputs import Outputs, diagnostics_array
 from r2former_ros.ros.node_state import Frame, Handoff, JobThread, Mailbox, Serving, Stats
+from r2former_ros.ros.odometry_input import OdometryInput
 from r2former_ros.ros.parameters import (
     NodeParameters,
     declare_parameters,
     read_parameters,
     with_changes,
 )
-from r2former_ros.ros.stopping import spin_until, stop_on_signals
+from r2former_ros.ros.stopping import release_context, spin_until, stop_on_signals
 
 NODE_NAME = 'localization_node'
 BAD_INPUT_LOG_PERIOD_S = 5.0
@@ -144,6 +147,10 @@ class LocalizationNode(LifecycleNode):
         self._mailbox = Mailbox()
         self._worker: threading.Thread | None = None
         self._loader: JobThread | None = None
+        self._odometry: OdometryInput | None = None
+        self._gate = RelocalizeGate()
+        self._odometry_problem = ''  # the last frame's reason for not using odometry
+        self._filter_motion = ''  # how the last frame's filter step predicted the motion
         self._image_subscriptions: list[Any] = []
         self._topics: list[str] = []
         # Own callback groups: a load_map call waiting for its swap, or a configure loading a
@@ -158,6 +165,8 @@ class LocalizationNode(LifecycleNode):
                             callback_group=control_group)
         self.create_service(Trigger, '~/reset_filter', self._on_reset_filter,
                             callback_group=control_group)
+        self.create_service(Trigger, '~/relocalize', self._on_relocalize,
+                            callback_group=control_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ------------------------------------------------------------------------ transitions
@@ -168,12 +177,15 @@ class LocalizationNode(LifecycleNode):
             params = read_parameters(self)
             database = MapDatabase.open(params.map)
             model = load_node_model(params, database)
-            localizer = Localizer(model, database, params.localizer)
+            self._odometry = OdometryInput(self, callback_group=self._image_group) \
+                if params.use_odometry else None
+            localizer = Localizer(model, database, params.localizer, odometry=self._track())
         except R2FormerError as err:
             return self._configure_failed(str(err))
         except Exception as err:  # noqa: BLE001 - e.g. a corrupt checkpoint: say so, stay up
             return self._configure_failed(repr(err))
         self.last_error = ''
+        self._gate = RelocalizeGate(params.gate_config)
         self._outputs = Outputs(self, self._place_recognition_type, params.map_frame_id)
         self._handoff.start(Serving(localizer, params, database.map_id, generation=0))
         self._outputs.publish_places(self._outputs.places_cloud(database))
@@ -190,7 +202,14 @@ class LocalizationNode(LifecycleNode):
             f'{weights}')
         return SUCCESS
 
+    def _track(self) -> OdometryTrack | None:
+        """Return the robot's odometry for the filter (None without ``use_odometry``)."""
+        return self._odometry.track if self._odometry is not None else None
+
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
+        if self._odometry is not None:
+            self._odometry.destroy()
+            self._odometry = None
         self.last_error = reason
         self.get_logger().error(f'cannot configure: {reason}')
         return FAILURE
@@ -264,6 +283,9 @@ class LocalizationNode(LifecycleNode):
         if self._outputs is not None:
             self._outputs.destroy()
             self._outputs = None
+        if self._odometry is not None:
+            self._odometry.destroy()
+            self._odometry = None
         self._handoff.clear()
         self.state_label = 'unconfigured'
         del serving
@@ -323,8 +345,26 @@ class LocalizationNode(LifecycleNode):
         else:
             # The worker restarts it between frames: never inside an update in progress.
             self._handoff.request_reset()
+            self._gate.reset()
             response.success = True
             response.message = 'sequence filter restarts before the next frame'
+        return response
+
+    def _on_relocalize(self, request: Any, response: Any) -> Any:
+        """Arm one /initialpose: sent once the filter is matched for a few frames in a row."""
+        serving = self._handoff.serving()
+        if serving is None:
+            response.success, response.message = False, f'the node is {self.state_label}'
+        elif serving.localizer.filter is None:
+            response.success = False
+            response.message = ('the sequence filter is off (filter none, or auto on a map '
+                                'without a drive calibration of it): no pose is trusted enough '
+                                'for /initialpose')
+        else:
+            self._gate.arm()
+            response.success = True
+            response.message = (f'armed: the pose goes to /initialpose once the filter is '
+                                f'matched for {self._gate.config.min_frames} frames in a row')
         return response
 
     def _publish_diagnostics(self) -> None:
@@ -338,9 +378,24 @@ class LocalizationNode(LifecycleNode):
             name=f'{self.get_fully_qualified_name()}: localization', state=self.state_label,
             last_error=self.last_error, totals=totals, window=window, localizer=localizer,
             map_id=serving.map_id if serving is not None else '',
-            backbone=localizer.model.name if localizer is not None else '', topics=self._topics)
+            backbone=localizer.model.name if localizer is not None else '', topics=self._topics,
+            extra=self._diagnostic_extras())
         array.header.stamp = self.get_clock().now().to_msg()
         self._pub_diag.publish(array)
+
+    def _diagnostic_extras(self) -> dict[str, Any]:
+        """Odometry and relocalization entries of /diagnostics."""
+        extras: dict[str, Any] = {
+            'filter_motion': self._filter_motion,
+            'initialpose_published': self._gate.published,
+            'relocalize_armed': str(self._gate.armed).lower()}
+        if self._odometry is not None:
+            with self._lock:
+                fallbacks = self._stats.odometry_fallbacks
+            extras.update({'odometry_messages': self._odometry.messages,
+                           'odometry_fallback_frames': fallbacks,
+                           'odometry_problem': self._odometry_problem})
+        return extras
 
     # ---------------------------------------------------------------------- loader thread
 
@@ -357,13 +412,15 @@ class LocalizationNode(LifecycleNode):
             database = MapDatabase.open(path)
             # Checks the model identity (backbone, weights hash, input size, tokens) and applies
             # the new map's calibration; a new Localizer also restarts the sequence filter.
-            localizer = Localizer(serving.localizer.model, database, params.localizer)
+            localizer = Localizer(serving.localizer.model, database, params.localizer,
+                                  odometry=self._track())
             cloud = outputs.places_cloud(database)
         except R2FormerError as err:
             message = f'kept map {old}: {err}'
             self.get_logger().warning(f'load_map refused: {message}')
             return False, message
         self._handoff.swap_map(localizer, params, database.map_id)
+        self._gate.reset()  # confidence in the new map has to be earned first
         with self._lock:
             self._stats.map_swaps += 1
         outputs.publish_places(cloud)
@@ -415,7 +472,10 @@ class LocalizationNode(LifecycleNode):
         if params.localizer != serving.params.localizer:
             # Re-applies the calibration for the new settings and restarts the sequence filter
             # (its motion model may have changed).
-            localizer = Localizer(localizer.model, localizer.database, params.localizer)
+            localizer = Localizer(localizer.model, localizer.database, params.localizer,
+                                  odometry=self._track())
+            self._gate.reset()  # a restarted filter earns its streak again
+        self._gate.configure(params.gate_config)
         current = self._handoff.replace_localizer(serving, localizer, params)
         assert current is not None  # only cleanup clears it, after joining this thread
         return current
@@ -439,9 +499,17 @@ class LocalizationNode(LifecycleNode):
         result, query_local = localizer.localize_image(rgb, token_pairs=draw,
                                                        stamp_s=stamp_s or None)
         total_ms = (time.perf_counter() - frame.received) * 1e3
-        matched, place_id, confidence = outputs.publish_result(
+        matched, place_id, confidence, pose = outputs.publish_result(
             result, header=msg.header, params=params, backbone=localizer.model.name,
-            map_id=serving.map_id, decode_ms=decode_ms, total_ms=total_ms)
+            map_id=serving.map_id, decode_ms=decode_ms, total_ms=total_ms,
+            position_frame=localizer.database.position_frame)
+        decision = result.decision
+        if pose is not None and decision is not None and self._gate.update(
+                stamp_s, decision.estimate is not None, matched):
+            outputs.publish_initialpose(pose)
+            self.get_logger().info(f'published /initialpose at place {place_id} (confidence '
+                                   f'{confidence:.2f})')
+        self._note_odometry(decision)
         with self._lock:
             s = self._stats
             s.processed += 1
@@ -456,6 +524,21 @@ class LocalizationNode(LifecycleNode):
         outputs.publish_markers(result, params.localizer.result_top_k)
         if draw:
             outputs.publish_match_image(localizer, rgb, query_local, result, msg.header)
+
+    def _note_odometry(self, decision: Any) -> None:
+        """Warn (throttled) and count when a frame's filter step could not use odometry."""
+        if decision is not None and decision.estimate is not None:
+            self._filter_motion = decision.estimate.motion
+        if self._odometry is None or decision is None:
+            return
+        problem = decision.odometry_problem or ''
+        self._odometry_problem = problem
+        if problem:
+            with self._lock:
+                self._stats.odometry_fallbacks += 1
+            self.get_logger().warning(f'odometry not used for this frame ({problem}); the '
+                                      'filter falls back to its velocity estimate or speed bound',
+                                      throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
 
     # ------------------------------------------------------------------------- shutdown
 
@@ -509,6 +592,11 @@ def main(args: list[str] | None = None) -> int:
                 node._release()  # noqa: SLF001 - as the shutdown transition, without events
                 node.destroy_node()
             rclpy.try_shutdown()
+            # Before exit_now's os._exit: else the DDS shared-memory segment (64 MiB) outlives
+            # the process in /dev/shm (see stopping.release_context).
+            context = executor.context
+            del node, executor
+            release_context(context)
     return 0
 
 

@@ -25,6 +25,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from r2former_ros.core.drawing.match_image import result_match_image
+from r2former_ros.core.io import result_messages
 from r2former_ros.core.localize.localizer import Localizer
 from r2former_ros.core.mapdb import MapDatabase
 from r2former_ros.core.types import LocalizationResult
@@ -33,6 +34,7 @@ from r2former_ros.ros.node_state import Stats, stage_summary
 from r2former_ros.ros.parameters import NodeParameters
 
 MAP_PLACES_TOPIC = 'map_places'
+INITIALPOSE_TOPIC = '/initialpose'  # where AMCL and Nav2's localizers listen (absolute)
 
 
 class Outputs:
@@ -43,6 +45,7 @@ class Outputs:
         self._node = node
         self._place_recognition_type = place_recognition_type
         self._map_frame_id = map_frame_id
+        self._frame = map_frame_id  # where positions are: a pose-frame map's own frame wins
         reliable = QoSProfile(depth=10)
         latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                              reliability=ReliabilityPolicy.RELIABLE,
@@ -55,7 +58,10 @@ class Outputs:
         self.markers = node.create_publisher(MarkerArray, 'place_markers', latched)
         self.places = node.create_publisher(PointCloud2, MAP_PLACES_TOPIC, latched)
         self.match = node.create_publisher(Image, 'match_image', QoSProfile(depth=1))
-        self._all = [self.result, self.fix, self.pose, self.markers, self.places, self.match]
+        self.initialpose = node.create_publisher(PoseWithCovarianceStamped, INITIALPOSE_TOPIC,
+                                                 QoSProfile(depth=1))
+        self._all = [self.result, self.fix, self.pose, self.markers, self.places, self.match,
+                     self.initialpose]
 
     def destroy(self) -> None:
         """Destroy every publisher (cleanup)."""
@@ -63,34 +69,50 @@ class Outputs:
             self._node.destroy_publisher(publisher)
         self._all = []
 
+    def frame_of(self, database: MapDatabase) -> str:
+        """Return the frame a map's positions are published in (a pose-frame map's own)."""
+        return result_messages.output_frame(self._map_frame_id, database.position_frame)
+
     def places_cloud(self, database: MapDatabase) -> PointCloud2:
         """Build the point cloud of a map's places (reads the whole places table)."""
         places = database.places
-        return conversions.places_cloud(self._header(), places['east'], places['north'],
-                                        places['up'])
+        return conversions.places_cloud(Header(frame_id=self.frame_of(database)),
+                                        places['east'], places['north'], places['up'])
 
     def publish_places(self, cloud: PointCloud2) -> None:
         """Send the places of the map now serving (configure, map swap): latched, once."""
+        self._frame = str(cloud.header.frame_id)  # the per-frame markers follow the map
         self.places.publish(cloud)
 
     def publish_result(self, result: LocalizationResult, *, header: Any, params: NodeParameters,
-                       backbone: str, map_id: str, decode_ms: float, total_ms: float
-                       ) -> tuple[bool, int, float]:
-        """Publish place_recognition, and fix and pose on a match; return what diagnostics use."""
+                       backbone: str, map_id: str, decode_ms: float, total_ms: float,
+                       position_frame: str | None = None
+                       ) -> tuple[bool, int, float, PoseWithCovarianceStamped | None]:
+        """
+        Publish place_recognition, and fix and pose on a match; return what diagnostics use.
+
+        A pose-frame map (``position_frame`` not 'wgs84') publishes its pose and result in its
+        own frame and no NavSatFix (it has no geodetic position). Returns matched, place id,
+        confidence and the pose message (None when not matched), for ``/initialpose``.
+        """
         threshold_m = params.localizer.threshold_m
         fix = conversions.to_navsat_fix(result, header=header, threshold_m=threshold_m)
         pose = conversions.to_pose(result, header=header, map_frame_id=params.map_frame_id,
-                                   threshold_m=params.localizer.threshold_m)
+                                   threshold_m=threshold_m, position_frame=position_frame)
         out = conversions.to_place_recognition(
             self._place_recognition_type, result, header=header,
             map_frame_id=params.map_frame_id, backbone=backbone, decode_ms=decode_ms,
-            total_ms=total_ms, map_id=map_id)
+            total_ms=total_ms, map_id=map_id, position_frame=position_frame)
         self.result.publish(out)
         if fix is not None:
             self.fix.publish(fix)
         if pose is not None:
             self.pose.publish(pose)
-        return bool(out.matched), int(out.place_id), float(out.confidence)
+        return bool(out.matched), int(out.place_id), float(out.confidence), pose
+
+    def publish_initialpose(self, pose: PoseWithCovarianceStamped) -> None:
+        """Hand a localizer (AMCL, Nav2) the pose to restart from (the relocalize gate said so)."""
+        self.initialpose.publish(pose)
 
     def publish_markers(self, result: LocalizationResult, top_k: int) -> None:
         """Top-k and best-place markers of one frame (an empty result clears them)."""
@@ -109,13 +131,14 @@ class Outputs:
             self.match.publish(conversions.to_image(picture, header=header))
 
     def _header(self) -> Header:
-        return Header(frame_id=self._map_frame_id)
+        return Header(frame_id=self._frame)
 
 
 def diagnostics_array(*, name: str, state: str, last_error: str, totals: Stats,
                       window: tuple[float, dict[str, list[float]], int, int, int],
                       localizer: Localizer | None, map_id: str, backbone: str,
-                      topics: Sequence[str]) -> DiagnosticArray:
+                      topics: Sequence[str],
+                      extra: dict[str, Any] | None = None) -> DiagnosticArray:
     """One DiagnosticStatus with the counters since start and the latency of the last window."""
     elapsed, latencies, window_in, window_out, window_bad = window
     rates = (window_in / elapsed, window_out / elapsed)
@@ -137,7 +160,12 @@ def diagnostics_array(*, name: str, state: str, last_error: str, totals: Stats,
             'map_places': localizer.database.num_places,
             'device': str(localizer.model.device),
             'calibrated': str(localizer.calibrated).lower(),
+            'filter': localizer.config.filter,
+            'confidence_threshold': f'{localizer.decider.threshold:.3f}',
+            'threshold_source': localizer.threshold_source,
+            'position_frame': localizer.database.position_frame,
         })
+    values.update(extra or {})
     values.update(stage_summary(latencies))
     if state == 'unconfigured' and last_error:
         level, text = DiagnosticStatus.ERROR, f'unconfigured: {last_error}'
@@ -145,6 +173,8 @@ def diagnostics_array(*, name: str, state: str, last_error: str, totals: Stats,
         level, text = DiagnosticStatus.OK, state
     elif window_bad:
         level, text = DiagnosticStatus.WARN, f'{window_bad} bad input image(s) skipped'
+    elif values.get('odometry_problem'):
+        level, text = DiagnosticStatus.WARN, f'odometry not used: {values["odometry_problem"]}'
     elif rates[1] > 0:
         level, text = DiagnosticStatus.OK, f'localizing at {rates[1]:.1f} Hz'
     else:

@@ -229,6 +229,7 @@ class Stats:
     matched: int = 0
     map_swaps: int = 0
     dropped_at_swap: int = 0  # received before a map swap completed, so not localized after it
+    odometry_fallbacks: int = 0  # frames whose filter step could not use the odometry
     window_in: int = 0
     window_out: int = 0
     window_bad: int = 0
@@ -243,7 +244,7 @@ class Stats:
         return Stats(frames_in=self.frames_in, processed=self.processed, drops=self.drops,
                      bad_inputs=self.bad_inputs, errors=self.errors, matched=self.matched,
                      map_swaps=self.map_swaps, dropped_at_swap=self.dropped_at_swap,
-                     max_total_ms=self.max_total_ms,
+                     odometry_fallbacks=self.odometry_fallbacks, max_total_ms=self.max_total_ms,
                      last_confidence=self.last_confidence, last_place=self.last_place)
 
     def take_window(self, now: float) -> tuple[float, dict[str, list[float]], int, int, int]:

@@ -32,14 +32,16 @@ def odometry_pose(msg: Any) -> tuple[float, float, float, float]:
 class OdometryInput:
     """The ``odom`` subscription of one node; the track outlives map swaps (it is the robot's)."""
 
-    def __init__(self, node: Any, track: OdometryTrack | None = None) -> None:
+    def __init__(self, node: Any, track: OdometryTrack | None = None,
+                 callback_group: Any = None) -> None:
         """Subscribe ``node`` to ``odom`` (reliable, depth 50: odometry is small and frequent)."""
         from nav_msgs.msg import Odometry  # noqa: PLC0415 - only where odometry is used
 
         self.track = track or OdometryTrack()
         self.messages = 0
         self._node = node
-        self.subscription = node.create_subscription(Odometry, ODOM_TOPIC, self._on_odometry, 50)
+        self.subscription = node.create_subscription(Odometry, ODOM_TOPIC, self._on_odometry, 50,
+                                                     callback_group=callback_group)
 
     def _on_odometry(self, msg: Any) -> None:
         self.track.add(*odometry_pose(msg))

@@ -24,6 +24,7 @@ from rclpy.node import Node
 
 from r2former_ros.core.device import resolve_device
 from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.localize.relocalize import GateConfig
 from r2former_ros.core.localize.settings import FILTERS, LocalizerConfig
 from r2former_ros.core.places.base import BACKBONES, PRECISIONS
 
@@ -120,8 +121,19 @@ SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec('map_frame_id', 'map_frame_id', 'map',
                   "Frame id of the map's local ENU frame (pose and markers).", True),
     ParameterSpec('use_odometry', 'use_odometry', False,
-                  "Subscribe to `odom` (nav_msgs/Odometry) for the sequence filter's motion step",
-                  True),
+                  "Subscribe to `odom` (nav_msgs/Odometry) for the sequence filter's motion step "
+                  '(the launch file sets it with odom_topic:=); a calibration fitted with '
+                  'odometry holds only with it.', True),
+    ParameterSpec('initialpose.publish', 'initialpose_publish', False,
+                  'Publish the pose on /initialpose (for AMCL / Nav2) whenever the sequence '
+                  'filter is matched for initialpose.min_frames frames in a row, at most every '
+                  'initialpose.min_interval_s; false: only once after each ~/relocalize call.'),
+    ParameterSpec('initialpose.min_frames', 'initialpose_min_frames', 3,
+                  'Consecutive matched frames of the sequence filter before /initialpose.',
+                  integer_range=(1, 1000)),
+    ParameterSpec('initialpose.min_interval_s', 'initialpose_min_interval_s', 10.0,
+                  'Least time between two /initialpose messages, seconds (a localizer that is '
+                  'already right is not yanked around).', float_range=(0.0, 3600.0)),
     ParameterSpec('diagnostics_period_s', 'diagnostics_period_s', 1.0,
                   'Period of /diagnostics messages, seconds.', True, float_range=(0.1, 60.0)),
 )
@@ -159,7 +171,16 @@ class NodeParameters:
     visualization: bool = True
     map_frame_id: str = 'map'
     use_odometry: bool = False
+    initialpose_publish: bool = False
+    initialpose_min_frames: int = 3
+    initialpose_min_interval_s: float = 10.0
     diagnostics_period_s: float = 1.0
+
+    @property
+    def gate_config(self) -> GateConfig:
+        """When /initialpose goes out (core.localize.relocalize)."""
+        return GateConfig(self.initialpose_publish, self.initialpose_min_frames,
+                          self.initialpose_min_interval_s)
 
     @property
     def input_hw(self) -> tuple[int, int] | None:
@@ -188,6 +209,7 @@ class NodeParameters:
             raise ConfigError('diagnostics_period_s must be > 0')
         self.input_hw  # noqa: B018 - parses, raising ConfigError
         resolve_device(self.device)  # the same check load_place_model makes
+        self.gate_config.validate()
         self.localizer.validate()
         return self
 
