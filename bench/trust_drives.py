@@ -28,6 +28,7 @@ and kidnap recovery frames. The odometry rows are skipped with a note while ``r2
 ``calibrate`` have no ``--odom-topic`` (detected from ``--help``).
 
     .venv/bin/python bench/trust_drives.py [--drive DIR] [--out OUT]
+    .venv/bin/python bench/trust_drives.py --table   # the README's table of the committed run
 
 Prints one JSON summary and writes it to bench/trust_drives.json (and OUT/report.json).
 
@@ -312,13 +313,49 @@ def calibration_brief(path: Path) -> dict[str, Any]:
             if key in calibration}
 
 
+ROW_NAMES = {'single_frame': 'single frame', 'filter': 'filter `hmm`',
+             'filter_odometry': 'filter `hmm` + odometry'}
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """Return the README's table of a report (``--table``): a row per drive and configuration."""
+    lines = ['| drive (evaluated frames) | published output | R@1 in map | precision of published '
+             '| in-map frames published | out-of-map frames published | ECE | within own 95% '
+             '| frames to "not in map" after the end | kidnap: frames to recover |',
+             '|' + '---|' * 10]
+    for drive in report['drives']:
+        label = f"{drive['drive'].split(' (')[0]} ({drive['evaluated_frames']})"
+        for key in CONFIGS:
+            row = drive['configurations'].get(key)
+            if row is None:
+                continue
+            consistency = row['pose_consistency']
+            within = (f"{consistency['within_95']:.2f}" if isinstance(consistency, dict)
+                      else '-')
+            leave = row['leaving_the_map']['frames_to_no_match']
+            cells = [label, ROW_NAMES[key], f"{row['in_map_R@1']:.3f}",
+                     f"{row['published_precision']:.3f}",
+                     f"{row['in_map_share_published']:.2f}",
+                     f"{row['out_of_map_share_published']:.2f} of {row['out_of_map_frames']}",
+                     f"{row['ece']:.3f}", within,
+                     'never' if leave is None else str(leave),
+                     str(row['kidnap_recovery_frames'])]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--table', action='store_true',
+                        help='print the README table of bench/trust_drives.json and exit')
     parser.add_argument('--drive', type=Path, help='second drive folder (map/, drive/, '
                                                    'drive.json); default: the corridor only')
     parser.add_argument('--out', type=Path, help='where bags, maps and JSON go '
                                                  '(default: a fresh temporary directory)')
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(read_json(ROOT / 'bench' / 'trust_drives.json')))
+        return
     out = args.out or Path(tempfile.mkdtemp(prefix='trust_drives-'))
     drives = [corridor_drive()] + ([folder_drive(args.drive)] if args.drive else [])
     log: list[dict[str, Any]] = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import re
+import subprocess
+import sys
 
 from r2former_ros.cli.build_map import build_parser
 
@@ -41,3 +43,12 @@ def test_cpu_threads_table_is_the_committed_run():
         for threads in sorted({t for _, t in cells}):
             expected.append([round(cells[(n, threads)]) for n in (0, 1, 2)])
     assert shown == expected
+
+
+def test_trust_table_is_the_committed_run():
+    """The README's trust table is bench/trust_drives.py --table of bench/trust_drives.json."""
+    result = subprocess.run([sys.executable, str(ROOT / 'bench' / 'trust_drives.py'), '--table'],
+                            capture_output=True, text=True, check=True, cwd=ROOT)
+    table = result.stdout.strip()
+    assert table.count('\n') >= 4
+    assert table in (ROOT / 'README.md').read_text()
