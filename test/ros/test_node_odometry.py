@@ -79,27 +79,33 @@ def test_odometry_drives_the_filter_and_a_bad_stream_only_warns(
     for k in range(1, 5):
         result = send_and_wait(probe, images, image_msg(world.map_images[k], k), results, node)
         assert result.place_id == k
+    # Then it speeds up: 3 places in the next second. The filter follows the odometry to place 7;
+    # from its speed bound and velocity alone it would say place 5 (test_localizer pins both).
+    drive_odometry(probe, odom, 4.1, 5.0, lambda t: 4 * STEP_M + 3 * STEP_M * (t - 4.0))
+    result = send_and_wait(probe, images, image_msg(world.map_images[7], 5), results, node)
+    assert result.place_id == 7 and result.matched, result
     values = latest_diagnostics(probe, diagnostics, len(diagnostics))
     assert values['filter_motion'].startswith('odometry'), values
     assert values['odometry_fallback_frames'] == '0' and values['odometry_problem'] == ''
-    assert int(values['odometry_messages']) >= 40
+    assert int(values['odometry_messages']) >= 50
 
     # The stream stops: the next frames fall back (warned, counted), the node goes on.
-    for k in range(5, 7):
-        send_and_wait(probe, images, image_msg(world.map_images[k], k), results, node)
+    for stamp, place in ((6, 8), (7, 9)):
+        send_and_wait(probe, images, image_msg(world.map_images[place], stamp), results, node)
     values = latest_diagnostics(probe, diagnostics, len(diagnostics))
     assert 'stopped' in values['odometry_problem'], values
     assert int(values['odometry_fallback_frames']) >= 2
     assert diagnostics[-1].status[0].level == DiagnosticStatus.WARN
     assert 'odometry not used' in diagnostics[-1].status[0].message
 
-    # The stream comes back with a 500 m jump (a reset) between frames 7 and 8: the step across
-    # the gap (6 -> 7) and the one across the jump (7 -> 8) are refused; the node goes on.
-    drive_odometry(probe, odom, 6.5, 8.0, lambda t: STEP_M * t + (500.0 if t >= 7.5 else 0.0))
-    send_and_wait(probe, images, image_msg(world.map_images[7], 7), results, node)
+    # The stream comes back with a 500 m jump (a reset) between frames 8 and 9: the step across
+    # the gap (7 -> 8) and the one across the jump (8 -> 9) are refused; the node goes on.
+    drive_odometry(probe, odom, 7.5, 9.0,
+                   lambda t: STEP_M * (t + 2.0) + (500.0 if t >= 8.5 else 0.0))
+    send_and_wait(probe, images, image_msg(world.map_images[10], 8), results, node)
     values = latest_diagnostics(probe, diagnostics, len(diagnostics))
     assert 'gap' in values['odometry_problem'], values
-    send_and_wait(probe, images, image_msg(world.map_images[8], 8), results, node)
+    send_and_wait(probe, images, image_msg(world.map_images[11], 9), results, node)
     values = latest_diagnostics(probe, diagnostics, len(diagnostics))
     assert 'jumped' in values['odometry_problem'], values
     assert node.running

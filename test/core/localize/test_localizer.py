@@ -218,3 +218,28 @@ def test_the_localizer_refuses_a_model_other_than_the_maps(route, field, value):
     model, path, _, _ = route
     with pytest.raises(MapError, match=field):
         Localizer(_Relabelled(model, field, value), MapDatabase.open(path), SINGLE)
+
+
+def test_the_filter_follows_the_odometry_where_its_speed_bound_cannot(route):
+    """The robot drives a place a second, then three in one: odometry takes the filter there."""
+    from r2former_ros.core.localize.odometry import OdometryTrack
+
+    model, path, world, _ = route
+    config = LocalizerConfig(rerank_top_n=0, filter='hmm')  # speed bound 20 m/s: 2 places
+
+    def east(t):
+        return 10.0 * t if t <= 4.0 else 40.0 + 30.0 * (t - 4.0)
+
+    track = OdometryTrack()
+    for k in range(61):
+        track.add(k / 10, east(k / 10), 0.0, 0.0)
+    published = {}
+    for odometry in (track, None):
+        localizer = Localizer(model, MapDatabase.open(path), config, odometry=odometry)
+        for k in range(1, 5):
+            result, _ = localizer.localize_image(world.map_images[k], stamp_s=float(k))
+            assert result.place_id == k
+        result, _ = localizer.localize_image(world.map_images[7], stamp_s=5.0)
+        published[odometry is not None] = (result.place_id, result.decision.estimate.motion)
+    assert published[True] == (7, 'odometry')
+    assert published[False][0] < 7 and published[False][1] != 'odometry'
