@@ -58,7 +58,8 @@ def test_pose_frame_map_publishes_in_its_frame_and_initialpose_only_when_confide
         ros_env: RosEnv) -> None:
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
-    from sensor_msgs.msg import Image, NavSatFix
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from sensor_msgs.msg import Image, NavSatFix, PointCloud2
     from std_srvs.srv import Trigger
 
     from r2former_ros.core.mapdb import MapDatabase
@@ -70,8 +71,12 @@ def test_pose_frame_map_publishes_in_its_frame_and_initialpose_only_when_confide
     fixes = probe.collect(NavSatFix, 'fix')
     initial = probe.collect(PoseWithCovarianceStamped, '/initialpose')
     diagnostics = probe.collect(DiagnosticArray, '/diagnostics')
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    clouds = probe.collect(PointCloud2, 'map_places', latched)
+    # map_frame_id names a GPS map's ENU frame; a pose map's own frame ('map') must win over it
     node = start_localizer(start_node, ros_env, map_path, 'rerank.top_n:=0', 'filter:=hmm',
-                           'initialpose.min_frames:=3', 'initialpose.min_interval_s:=0.0')
+                           'map_frame_id:=enu', 'initialpose.min_frames:=3',
+                           'initialpose.min_interval_s:=0.0')
     images = probe.publisher(Image, 'image')
     assert probe.wait_for_matched(images, timeout=STARTUP_TIMEOUT), node.output()
 
@@ -86,6 +91,8 @@ def test_pose_frame_map_publishes_in_its_frame_and_initialpose_only_when_confide
         assert pose.pose.pose.position.x == pytest.approx(places['east'][place], abs=1e-6)
         assert pose.pose.pose.position.y == pytest.approx(places['north'][place], abs=1e-6)
     assert fixes == [] and initial == []
+    assert probe.spin_until(lambda: len(clouds) >= 1, 10.0), node.output()
+    assert clouds[-1].header.frame_id == 'map' and clouds[-1].width == len(places['east'])
 
     # Armed: exactly one pose goes out, as the filter has been matched three frames in a row
     # already, with the next frame.
