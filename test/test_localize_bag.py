@@ -78,7 +78,8 @@ def test_replay_writes_result_bag_and_csv(route: tuple[Path, Any, Any], tmp_path
     assert summary['images'] == len(PLACES) and summary['matched'] == len(PLACES)
     assert summary['topics'] == {'/place_recognition': 4, '/fix': 4, '/pose': 4,
                                  '/match_image': 4}
-    assert list(out.glob('*.mcap')) and (out / 'metadata.yaml').is_file()
+    # The data file carries the bag's own name (never the hidden staging name it was written under)
+    assert sorted(p.name for p in out.iterdir()) == ['metadata.yaml', 'out.mcap']
 
     messages = _read_back(out)
     assert {topic: len(items) for topic, items in messages.items()} == summary['topics']

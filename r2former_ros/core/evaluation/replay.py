@@ -114,11 +114,15 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
     counts = dict.fromkeys(topics, 0)
     latencies: list[float] = []
     matched = 0
-    partial_bag = partial_path(out_bag)
+    # The bag is written inside a hidden staging folder under its final name: rosbags names the
+    # data file after the bag folder, so staging the folder itself would name it '.x.partial'.
+    staging = partial_path(out_bag)
+    partial_bag = staging / out_bag.name
     partial_csv = partial_path(csv_file_path) if csv_file_path else None
-    for leftover in (partial_bag, partial_csv):  # from a run that was killed outright
+    for leftover in (staging, partial_csv):  # from a run that was killed outright
         if leftover is not None:
             remove(leftover)
+    staging.mkdir(parents=True)
     csv_file = open(partial_csv, 'w', newline='', encoding='utf-8') if partial_csv else None  # noqa: SIM115
     try:
         rows = csv.writer(csv_file) if csv_file else None
@@ -179,12 +183,13 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
         if csv_file:
             csv_file.close()
         os.replace(partial_bag, out_bag)
+        staging.rmdir()
         if partial_csv is not None and csv_file_path is not None:
             os.replace(partial_csv, csv_file_path)
     except BaseException:  # Ctrl-C included: leave nothing, so a rerun starts clean
         if csv_file:
             csv_file.close()
-        for leftover in (partial_bag, partial_csv):
+        for leftover in (staging, partial_csv):
             if leftover is not None:
                 remove(leftover)
         raise
