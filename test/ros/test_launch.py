@@ -240,7 +240,10 @@ class TestLifecycleAndMapSwap(unittest.TestCase):
         counted = frames_in() - before
         print(f'swap to {BIG_MAP_PLACES} places while streaming JPEGs at {STREAM_HZ:.0f} Hz: '
               f'sent {len(sent)}, counted {counted}', flush=True)
-        self.assertGreaterEqual(counted, len(sent) * 95 // 100)
+        # A stall in reception loses frames in a run (the old swap lost 12 of 48); a few single
+        # best-effort losses happen on a starved 2-core machine (69 of 75 once, with two busy
+        # loops beside the test), so 90% still tells a stall from noise.
+        self.assertGreaterEqual(counted, len(sent) * 90 // 100)
         self.assertEqual(localize(3, 3).map_id, ids['big'])
         good = ros2('service', 'call', f'{NODE}/load_map', 'r2former_ros/srv/LoadMap',
                     f"{{map: '{STATE['six']}'}}")
