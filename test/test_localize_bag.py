@@ -91,6 +91,7 @@ def test_replay_writes_result_bag_and_csv(route: tuple[Path, Any, Any], tmp_path
         assert msg.place_id == place and msg.matched
         assert len(msg.candidates) == 5 and msg.candidates[0].place_id == place
         assert math.isnan(msg.rerank_score) and msg.backbone == 'r2former'
+        assert msg.map_id == database.map_id
     for (_, fix), place in zip(messages['/fix'], PLACES, strict=True):
         assert (fix.latitude, fix.longitude) == pytest.approx(tuple(world.map_latlon[place][:2]),
                                                               abs=1e-12)
@@ -106,6 +107,7 @@ def test_replay_writes_result_bag_and_csv(route: tuple[Path, Any, Any], tmp_path
     assert [int(r['place_id']) for r in rows] == list(PLACES)
     assert [int(r['stamp_ns']) for r in rows] == stamps
     assert all(r['matched'] == '1' and float(r['total_ms']) > 0 for r in rows)
+    assert {r['map_id'] for r in rows} == {database.map_id} == {summary['map_id']}
 
 
 def test_cli_localize_bag_with_compressed_images(route: tuple[Path, Any, Any], tmp_path: Path,

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                                 on_result=keep if args.json else None)
     print(f"{summary['images']} images, {summary['matched']} matched; mean latency "
           f"{summary['mean_total_ms']:.1f} ms, max {summary['max_total_ms']:.1f} ms")
-    print(f"wrote {summary['out_bag']}:")
+    print(f"wrote {summary['out_bag']} (map {summary['map_id']}):")
     for topic, count in summary['topics'].items():
         print(f'  {topic}: {count}')
     if summary['csv']:

@@ -54,7 +54,7 @@ TOPIC_POSE = 'pose'
 TOPIC_MATCH = 'match_image'
 CSV_COLUMNS = ('stamp_ns', 'place_id', 'matched', 'confidence', 'latitude', 'longitude',
                'global_score', 'rerank_score', 'decode_ms', 'extract_ms', 'retrieve_ms',
-               'rerank_ms', 'total_ms')
+               'rerank_ms', 'total_ms', 'map_id')
 PROGRESS_EVERY = 50  # images between progress lines
 
 
@@ -104,6 +104,7 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
     threshold_m = localizer.config.threshold_m
     backbone = localizer.model.name
     position_frame = localizer.database.position_frame
+    map_id = localizer.database.map_id  # every result names the map it came from
     total_images = count_messages(bag_paths, image_topic)
     topics = {TOPIC_RESULT: rm.PLACE_RECOGNITION_TYPE, TOPIC_FIX: rm.NAVSAT_TYPE,
               TOPIC_POSE: rm.POSE_COV_TYPE}
@@ -153,7 +154,8 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
                 stamp = record.stamp_ns
                 fields = rm.place_recognition_fields(
                     result, stamp_ns=stamp, frame_id=frame_id, map_frame_id=map_frame_id,
-                    backbone=backbone, decode_ms=decode_ms, position_frame=position_frame)
+                    backbone=backbone, decode_ms=decode_ms, position_frame=position_frame,
+                    map_id=map_id)
                 write(TOPIC_RESULT, fields, stamp)
                 if TOPIC_FIX in topics:
                     write(TOPIC_FIX, rm.navsat_fields(result, stamp_ns=stamp, frame_id=frame_id,
@@ -176,7 +178,7 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
                                    f"{fields['confidence']:.6f}", f"{fields['latitude']:.9f}",
                                    f"{fields['longitude']:.9f}", f"{fields['global_score']:.6f}",
                                    f"{fields['rerank_score']:.6f}"]
-                                  + [f'{fields[k]:.3f}' for k in CSV_COLUMNS[8:]])
+                                  + [f'{fields[k]:.3f}' for k in CSV_COLUMNS[8:-1]] + [map_id])
                 if progress and len(latencies) % PROGRESS_EVERY == 0:
                     LOG.info('localize-bag: %d/%d images, %d matched', len(latencies),
                              total_images, matched)
@@ -198,7 +200,7 @@ def replay_bag(localizer: Localizer, bag_paths: str | Path | Sequence[str | Path
             _topic(topic_prefix, name): count for name, count in counts.items()},
         'mean_total_ms': sum(latencies) / len(latencies) if latencies else math.nan,
         'max_total_ms': max(latencies, default=math.nan), 'out_bag': str(out_bag),
-        'csv': str(csv_file_path) if csv_file_path else None,
+        'csv': str(csv_file_path) if csv_file_path else None, 'map_id': map_id,
     }
     if progress:
         LOG.info('localize-bag: %d images, %d matched -> %s', summary['images'], matched, out_bag)
