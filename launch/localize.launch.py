@@ -24,13 +24,25 @@ points the Fast DDS profile variable of this ROS_DISTRO (FASTRTPS_DEFAULT_PROFIL
 Jazzy, FASTDDS_DEFAULT_PROFILES_FILE from Kilted; both when ROS_DISTRO is unset) at dds_profile
 (config/fastdds_large_images.xml) for every process it starts, unless one of them is already set
 in the environment (your own DDS configuration wins) or dds_profile:=none.
+
+When the node exits with an error on its own (not because the launch is being stopped), the
+launch stops everything it started (rviz2 too) and exits non-zero, so a supervisor or a script
+sees the failure.
 """
 
 from collections.abc import Callable, Mapping
 import os
 import shutil
 
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import (
+    DeclareLaunchArgument,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+)
+from launch.event_handlers import OnProcessExit
+from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -78,6 +90,24 @@ ARGUMENTS = [
 
 # Launch arguments passed on as node parameters of the same name when they are not empty.
 OPTIONAL_OVERRIDES = ('map', 'checkpoint', 'device', 'backbone')
+
+
+class NodeFailed(RuntimeError):
+    """The localization node exited with an error: the launch stops and exits non-zero."""
+
+
+def check_node_exit(event: ProcessExited, context: LaunchContext) -> None:
+    """
+    Fail the launch when the node exits with an error on its own.
+
+    launch returns 0 whatever its processes return; an error raised from an event handler is
+    what makes it shut down the rest and return 1. Exits while the launch is stopping (Ctrl-C,
+    which the node answers with 0, or launch's own SIGTERM/SIGKILL escalation) are not failures.
+    """
+    if event.returncode == 0 or context.is_shutdown:
+        return
+    raise NodeFailed(f'{event.process_name} exited with code {event.returncode} (its error is in '
+                     'the log above); stopping the launch')
 
 
 def _is_true(text: str) -> bool:
@@ -171,8 +201,11 @@ def _nodes(context: LaunchContext) -> list[Action]:
         output='screen',
         emulate_tty=True,
     )
-    actions: list[Action] = [*_dds_environment(arg('dds_profile'), context.environment),
-                             localization]
+    actions: list[Action] = [
+        *_dds_environment(arg('dds_profile'), context.environment),
+        RegisterEventHandler(OnProcessExit(target_action=localization, on_exit=check_node_exit)),
+        localization,
+    ]
     start_rviz, why_not = rviz_decision(arg('rviz'), context.environment)
     if start_rviz:
         actions.append(Node(

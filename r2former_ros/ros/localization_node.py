@@ -64,6 +64,7 @@ from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
@@ -562,10 +563,14 @@ def image_qos() -> Any:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; 0 on a clean stop, 1 when autostart fails."""
+    """Run the node until SIGINT/SIGTERM; 0 on a clean stop, 1 when it cannot start."""
     # A signal only asks the loop to stop; the executor stops first, then the node, then the
     # context, so no wait set is ever built on a context already shut down (see stopping.py).
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except rclpy_implementation.RCLError as error:  # e.g. a params file that is not YAML: no trace
+        get_logger(NODE_NAME).error(f'cannot start: {error}')
+        return 1
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     node: LocalizationNode | None = None
     with stop_on_signals() as stop:

@@ -139,6 +139,29 @@ def test_rviz_auto_is_the_default_and_bad_values_are_refused() -> None:
         module._transport('theora')
 
 
+@pytest.mark.parametrize(('returncode', 'shutting_down', 'fails'), [
+    (1, False, True),  # the node died on its own (e.g. it could not start)
+    (-11, False, True),  # a crash
+    (0, False, False),  # a clean stop
+    (-15, True, False),  # launch's own SIGTERM while it stops (Ctrl-C)
+    (1, True, False),
+])
+def test_a_node_that_fails_on_its_own_fails_the_launch(returncode, shutting_down,
+                                                       fails) -> None:
+    """launch returns 0 whatever its processes return: the handler turns a node failure into 1."""
+    from types import SimpleNamespace
+
+    module = _launch_module()
+    event = SimpleNamespace(returncode=returncode, process_name='localization_node-1')
+    context = SimpleNamespace(is_shutdown=shutting_down)
+    if fails:
+        with pytest.raises(module.NodeFailed, match=rf'localization_node-1 exited with code '
+                                                    rf'{returncode}'):
+            module.check_node_exit(event, context)
+    else:
+        assert module.check_node_exit(event, context) is None
+
+
 def test_package_xml_declares_an_interface_package() -> None:
     package = ElementTree.parse(ROOT / 'package.xml').getroot()
     assert package.get('format') == '3'

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from node_helpers import (
+    NODE,
     STARTUP_TIMEOUT,
     compressed_msg,
     diagnostics_values,
@@ -225,7 +226,7 @@ def test_node_burst_with_reranking_keeps_up_and_counts_drops(
     node.assert_stops_cleanly()
 
 
-@pytest.mark.parametrize('case', ['missing_map', 'model_mismatch'])
+@pytest.mark.parametrize('case', ['missing_map', 'model_mismatch', 'params_file_not_yaml'])
 def test_node_startup_errors_exit_nonzero(case: str, route_map: tuple[Path, Any],
                                           r2former_msgs: Any, probe: Probe, start_node: Any,
                                           ros_env: RosEnv) -> None:
@@ -233,9 +234,14 @@ def test_node_startup_errors_exit_nonzero(case: str, route_map: tuple[Path, Any]
     if case == 'missing_map':
         node = start_localizer(start_node, ros_env, ros_env.workdir / 'no_such_map')
         expected = 'map directory does not exist'
-    else:
+    elif case == 'model_mismatch':
         node = start_localizer(start_node, ros_env, map_path, 'num_local:=32')
         expected = 'was built with'
+    else:  # rcl refuses it before the node exists: one line too, not rclpy's traceback
+        params = ros_env.workdir / 'broken.yaml'
+        params.write_text('localization_node:\n  ros__parameters:\n    threads: [1\n')
+        node = start_node(*NODE, '--ros-args', '--params-file', str(params), name='localizer')
+        expected = "Couldn't parse params file"
     assert wait_until(lambda: not node.running, STARTUP_TIMEOUT), node.output()
     code = node.stop()
     output = node.log_path.read_text(errors='replace')  # output() needs the open log
