@@ -60,3 +60,51 @@ def test_the_verb_is_found_after_global_options():
     assert cli.requested_verb(['--help']) is None
     with pytest.raises(SystemExit):
         cli.build_parser('nope').parse_args(['nope'])
+
+
+def _every_parser() -> list[tuple[str, argparse.ArgumentParser]]:
+    """Each command's parser, the nested ones (`map info`, `weights fetch`) included."""
+    from r2former_ros.cli import build_map
+
+    found = [('build_map', build_map.build_parser()), ('r2former', cli.build_parser())]
+    for verb in cli.VERBS:
+        root = cli.build_parser(verb)
+        pending = [(f'r2former {verb}', _subparsers(root)[verb])]
+        while pending:
+            name, parser = pending.pop()
+            found.append((name, parser))
+            pending.extend((f'{name} {sub}', p) for sub, p in _subparsers(parser).items())
+    return found
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(actions[0].choices) if actions else {}
+
+
+def test_every_option_says_what_it_does():
+    """No option shows up in --help without a line of its own (localize-bag had six)."""
+    silent = [f'{name} {action.option_strings[0]}' for name, parser in _every_parser()
+              for action in parser._actions
+              if action.option_strings and action.help != argparse.SUPPRESS
+              and not (action.help or '').strip()]
+    assert silent == []
+
+
+def test_shared_flags_are_spelled_alike_in_every_verb():
+    """The reranking depth is --rerank-top-n everywhere (--rerank-top stays as an alias)."""
+    spellings = {}
+    for name, parser in _every_parser():
+        for action in parser._actions:
+            if any(o.startswith('--rerank-top') for o in action.option_strings):
+                spellings[name] = tuple(action.option_strings)
+    assert set(spellings) >= {'r2former eval', 'r2former localize-bag', 'r2former calibrate',
+                              'r2former demo'}
+    assert set(spellings.values()) == {('--rerank-top-n', '--rerank-top')}
+
+
+def test_the_top_level_help_speaks_to_users():
+    """`r2former --help` describes what the tool does, not how the code is organised."""
+    text = ' '.join(cli.build_parser().format_help().split())
+    assert 'module' not in text and 'register' not in text
+    assert 'build_map' in text and 'r2former demo' in text
