@@ -15,7 +15,6 @@ without that guarantee.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 import stat
@@ -25,8 +24,8 @@ from typing import BinaryIO
 import numpy as np
 
 from r2former_ros.core.errors import MapError
+from r2former_ros.core.hashing import stream_sha256
 
-_CHUNK_BYTES = 1 << 20
 # openat(2) and a directory-only open: POSIX (Linux, macOS), not Windows.
 HANDLES_SUPPORTED = os.open in os.supports_dir_fd and hasattr(os, 'O_DIRECTORY')
 
@@ -120,11 +119,8 @@ class MapDirectory:
 
     def sha256(self, name: str) -> str:
         """Hex sha256 of a file, streamed."""
-        digest = hashlib.sha256()
         with self.open(name) as handle:
-            for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b''):
-                digest.update(chunk)
-        return digest.hexdigest()
+            return stream_sha256(handle)
 
     def list(self, subdir: str) -> list[str]:
         """Sorted entry names of a subdirectory; empty when it does not exist."""

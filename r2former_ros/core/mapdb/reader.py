@@ -17,8 +17,6 @@ the opened version (at worst without thumbnails, once a replaced directory is de
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-import hashlib
-import json
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 import weakref
@@ -143,8 +141,7 @@ class MapDatabase:
     def __init__(
         self, path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray],
         index: faiss.Index, search_params: dict[str, int | None], *,
-        identity: MapIdentity | None = None, thumbnails: MapThumbnails | None = None,
-        index_file: IO[bytes] | None = None,
+        identity: MapIdentity, thumbnails: MapThumbnails, index_file: IO[bytes] | None = None,
     ) -> None:
         """Wrap already-checked parts; use :meth:`open` instead."""
         self.path = path
@@ -157,7 +154,7 @@ class MapDatabase:
         self._model = manifest['model']
         self._device_index: TorchExactIndex | None = None
         self._identity = identity
-        self._thumbnails = thumbnails or MapThumbnails.none()
+        self._thumbnails = thumbnails
         self._index_file = index_file  # the stored index as opened, for a rebuild
         self._finalizer = weakref.finalize(self, _close_all, self._thumbnails, index_file)
 
@@ -236,9 +233,6 @@ class MapDatabase:
     @property
     def identity(self) -> MapIdentity:
         """Which map and which version of it (uuid and manifest hash, see MapIdentity)."""
-        if self._identity is None:  # wrapped by hand, not opened: hash the parsed manifest
-            text = json.dumps(self._manifest, sort_keys=True, default=str).encode()
-            self._identity = map_identity(self._manifest, hashlib.sha256(text).hexdigest())
         return self._identity
 
     @property
