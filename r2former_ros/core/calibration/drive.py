@@ -47,6 +47,7 @@ from r2former_ros.core.calibration.fitting import (
 )
 from r2former_ros.core.calibration.self_calibration import cross_validated_probs, fit_confidence
 from r2former_ros.core.errors import ConfigError
+from r2former_ros.core.io.bag_truth import TruthSource
 from r2former_ros.core.localize.calibration_store import (
     AppliedCalibration,
     ErrorModel,
@@ -420,7 +421,7 @@ def calibrate_on_drive(map_dir: str | Path, place_model: PlaceModel,
     frames, stats = bag_drive_frames(localizer, bag_paths, image_topic, gps_topic, every,
                                      max_gap_s, progress, pose_topic=pose_topic)
     if not frames:
-        what = f'GPS on {gps_topic}' if gps_topic else f'poses on {pose_topic}'
+        what = TruthSource.from_topics(gps_topic, pose_topic).describe()
         raise ConfigError(f'no image of {image_topic} has a true position from {what} '
                           f'({stats})')
     places = database.places
@@ -429,7 +430,8 @@ def calibrate_on_drive(map_dir: str | Path, place_model: PlaceModel,
                                           target_precision=target_precision)
     report['bag_images'] = stats
     report['settings'] = block['settings']
-    if write:
-        mapdb.write_calibration(map_dir, block)
+    if write:  # refused if the map changed (appended, recalibrated) while the drive was fitted
+        mapdb.write_calibration(map_dir, block,
+                                expected_manifest_sha256=database.identity.manifest_sha256)
     report['written'] = bool(write)
     return report

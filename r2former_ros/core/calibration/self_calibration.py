@@ -313,9 +313,12 @@ def calibrate_map(map_dir: str | Path, place_model: PlaceModel, threshold_m: flo
         ece_uncalibrated, ece_calibrated, ece_calibrated_cv, exclude_radius_m, weights, bias.
     """
     database = MapDatabase.open(map_dir)
+    fitted_on = database.identity.manifest_sha256
     model = fit_map_calibration(database, place_model, threshold_m, exclude_radius_m,
                                 max_queries, localizer_config, progress, time_budget_s)
     del database
-    mapdb.write_calibration(map_dir, map_calibration_block(model))
+    # Refused if the map changed (appended, calibrated by another tool) during the fit.
+    mapdb.write_calibration(map_dir, map_calibration_block(model),
+                            expected_manifest_sha256=fitted_on)
     return {**model.info, 'weights': model.weights, 'bias': model.bias,
             'feature_names': list(model.feature_names)}
