@@ -299,7 +299,8 @@ def _localize_once(model: Any, map_path: Path, query_bag: Path, num_queries: int
     """
     from r2former_ros.cli.localizer_args import localizer_config  # noqa: PLC0415
     from r2former_ros.core.evaluation import LocalizedFrame  # noqa: PLC0415
-    from r2former_ros.core.evaluation.replay import gps_truth, replay_bag  # noqa: PLC0415
+    from r2former_ros.core.evaluation.replay import replay_bag, truth_positions  # noqa: PLC0415
+    from r2former_ros.core.io.bag_truth import GPS, TruthSource  # noqa: PLC0415
     from r2former_ros.core.io.traverse_bag import GPS_TOPIC, IMAGE_TOPIC  # noqa: PLC0415
     from r2former_ros.core.localize.localizer import Localizer  # noqa: PLC0415
     from r2former_ros.core.mapdb import MapDatabase  # noqa: PLC0415
@@ -323,8 +324,8 @@ def _localize_once(model: Any, map_path: Path, query_bag: Path, num_queries: int
             shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
         replay_bag(localizer, [query_bag], IMAGE_TOPIC, result_bag, csv_path=csv_path,
                    progress=False, on_result=collect)
-    truth = gps_truth([query_bag], GPS_TOPIC, [record.stamp_ns for record, _, _ in records],
-                      database.origin)
+    truth = truth_positions([query_bag], TruthSource(GPS, GPS_TOPIC),
+                            [record.stamp_ns for record, _, _ in records], database)
     localized = [LocalizedFrame(f'query frame {i}', result, *truth[i], decode_ms=decode_ms)
                  for i, (_, result, decode_ms) in enumerate(records) if i in truth]
     return localizer, localized, keep

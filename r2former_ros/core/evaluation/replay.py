@@ -12,9 +12,9 @@ names and renamed into place at the end, so an error or Ctrl-C leaves nothing be
 rerun starts clean.
 
 :func:`truth_positions` gives the replayed frames their true positions from the bag's GPS
-(a GPS map) or its poses (a map in the poses' frame), and :func:`gps_truth` from its GPS alone,
-so the same results can be scored by :func:`~r2former_ros.core.evaluation.engine.summarize`
-(``localize-bag --json``, the demo) without localizing any image twice.
+(a GPS map) or its poses (a map in the poses' frame), so the same results can be scored by
+:func:`~r2former_ros.core.evaluation.engine.summarize` (``localize-bag --json``, the demo) without
+localizing any image twice.
 """
 
 from __future__ import annotations
@@ -224,23 +224,6 @@ def truth_positions(bag_paths: str | Path | Sequence[str | Path], source: TruthS
     track = source.read_for(bag_paths, database)
     return _positions(track.tag(np.asarray(stamps_ns, dtype=np.int64), max_gap_s))
 
-
-def gps_truth(bag_paths: str | Path | Sequence[str | Path], gps_topic: str,
-              stamps_ns: Sequence[int], origin: tuple[float, float, float],
-              max_gap_s: float = 1.0) -> dict[int, tuple[float, float]]:
-    """
-    Look up the true positions (map ENU) of images by their stamps in the bag's NavSatFix.
-
-    Returns:
-        ``{image index: (east, north)}`` for the images the GPS covers (a usable fix within
-        ``max_gap_s`` on both sides); the others are left out.
-    """
-    from r2former_ros.core.geo.geotag import geotag_images  # noqa: PLC0415
-    from r2former_ros.core.io.bag_tracks import read_navsat  # noqa: PLC0415
-
-    fixes = read_navsat(bag_paths, gps_topic)
-    return _positions(geotag_images(np.asarray(stamps_ns, dtype=np.int64), fixes,
-                                    origin=origin, max_gap_s=max_gap_s))
 
 
 def _positions(tags: Geotags) -> dict[int, tuple[float, float]]:

@@ -127,11 +127,6 @@ class TruthSource:
                               + ('not both' if gps_topic else 'none was given'))
         return cls(GPS, str(gps_topic)) if gps_topic else cls(POSE, str(pose_topic))
 
-    @property
-    def flag(self) -> str:
-        """The command-line flag that names this source."""
-        return f'--{self.kind}-topic'
-
     def describe(self) -> str:
         """'GPS on /gps/fix' or 'poses on /map_pose': how reports name the truth."""
         return f'{"GPS" if self.kind == GPS else "poses"} on {self.topic}'
