@@ -380,21 +380,19 @@ class LocalizationNode(LifecycleNode):
             last_error=self.last_error, totals=totals, window=window, localizer=localizer,
             map_id=serving.map_id if serving is not None else '',
             backbone=localizer.model.name if localizer is not None else '', topics=self._topics,
-            extra=self._diagnostic_extras())
+            extra=self._diagnostic_extras(totals))
         array.header.stamp = self.get_clock().now().to_msg()
         self._pub_diag.publish(array)
 
-    def _diagnostic_extras(self) -> dict[str, Any]:
-        """Odometry and relocalization entries of /diagnostics."""
+    def _diagnostic_extras(self, totals: Stats) -> dict[str, Any]:
+        """Odometry and relocalization entries of /diagnostics (``totals``: the counters)."""
         extras: dict[str, Any] = {
             'filter_motion': self._filter_motion,
             'initialpose_published': self._gate.published,
             'relocalize_armed': str(self._gate.armed).lower()}
         if self._odometry is not None:
-            with self._lock:
-                fallbacks = self._stats.odometry_fallbacks
             extras.update({'odometry_messages': self._odometry.messages,
-                           'odometry_fallback_frames': fallbacks,
+                           'odometry_fallback_frames': totals.odometry_fallbacks,
                            'odometry_problem': self._odometry_problem})
         return extras
 
@@ -505,8 +503,9 @@ class LocalizationNode(LifecycleNode):
             map_id=serving.map_id, decode_ms=decode_ms, total_ms=total_ms,
             position_frame=localizer.database.position_frame)
         decision = result.decision
-        if pose is not None and decision is not None and self._gate.update(
-                stamp_s, decision.estimate is not None, matched):
+        # Every frame reaches the gate: an unmatched one must break the streak of matched frames.
+        filtered = decision is not None and decision.estimate is not None
+        if self._gate.update(stamp_s or frame.received, filtered, matched) and pose is not None:
             outputs.publish_initialpose(pose)
             self.get_logger().info(f'published /initialpose at place {place_id} (confidence '
                                    f'{confidence:.2f})')
